@@ -1,0 +1,135 @@
+"""`stitch`: the command line. Thin: parse flags, build a config, call a library function.
+
+Every problem with the user's input surfaces as one line on stderr and exit code 2 (see `main`).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from engine.errors import StitchError
+
+app = typer.Typer(
+    help="Turn one photo (and a prompt) into a 3D Gaussian-splat scene, grown view by view.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+bench_app = typer.Typer(help="Benchmarks: scene geometry against real ground truth.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@app.command()
+def generate(
+    photo: Path | None = typer.Argument(None, help="Input photo (JPEG/PNG/WebP). Not needed with --resume."),
+    prompt: str = typer.Option("", "--prompt", "-p", help="Text prompt for the outpainter."),
+    mode: str = typer.Option("stage", "--mode", "-m", help="single | stage | 360 | orbit"),
+    path: Path | None = typer.Option(None, "--path", help="Camera path JSON (overrides --mode)."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Scene file (.ply); default RUN_DIR/scene.ply"),
+    run_dir: Path | None = typer.Option(None, "--run-dir", help="Run directory (default: next to --output)."),
+    resume: Path | None = typer.Option(None, "--resume", help="Continue an interrupted run in this directory."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (same seed + inputs = same scene)."),
+    max_side: int = typer.Option(384, "--max-side", help="Longest image side the scene is built at."),
+    depth: Path | None = typer.Option(
+        None, "--depth-file", help="Depth for the photo: 16-bit PNG (mm) or .npy (m); replaces the first-view prior."
+    ),
+    steps: int = typer.Option(-1, "--steps", help="Optimisation steps per view (-1: the preset's)."),
+    preset: str = typer.Option("offline", "--preset", help="offline | paper | fast"),
+    outpainter: str = typer.Option("", "--outpainter", help="classical | sd2 | HUB_ID | LOCAL_DIR"),
+    depth_backend: str = typer.Option(
+        "", "--depth", help="classical | invisible-stitch | mono:HUB_ID | LOCAL_DIR (a completion checkpoint)"
+    ),
+    model_path: Path | None = typer.Option(None, "--model-path", help="Local folder with model weights."),
+    splat: bool = typer.Option(False, "--splat", help="Also export .splat next to the .ply."),
+    spz: bool = typer.Option(False, "--spz", help="Also export .spz next to the .ply."),
+    view: bool = typer.Option(False, "--view", help="Watch the scene grow in the browser (viser)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Viewer bind address (default: this machine only)."),
+    port: int = typer.Option(8080, "--port", help="Viewer port."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+) -> None:
+    """Grow a Gaussian scene from PHOTO: render, outpaint, complete depth, add Gaussians, optimise."""
+    from engine.config import generate_config_from_cli
+    from engine.run import run_generate
+
+    config = generate_config_from_cli(
+        photo=photo,
+        prompt=prompt,
+        mode=mode,
+        path=path,
+        seed=seed,
+        max_side=max_side,
+        depth_file=depth,
+        steps=steps,
+        preset=preset,
+        outpainter=outpainter,
+        depth_backend=depth_backend,
+        model_path=model_path,
+    )
+    run_generate(
+        config,
+        output=output,
+        run_dir=run_dir,
+        resume=resume,
+        export_splat=splat,
+        export_spz=spz,
+        view=view,
+        host=host,
+        port=port,
+        quiet=quiet,
+    )
+
+
+@app.command()
+def render(
+    scene: Path = typer.Argument(..., help="Scene file (.ply, .splat, .spz)."),
+    output: Path = typer.Option(..., "--output", "-o", help="PNG to write (several cameras: name_000.png, ...)."),
+    camera: str = typer.Option("single", "--camera", "-c", help="single | stage | 360 | orbit | PATH.json"),
+    width: int = typer.Option(512, "--width"),
+    height: int = typer.Option(384, "--height"),
+    depth_png: bool = typer.Option(False, "--depth", help="Also write a depth visualisation."),
+) -> None:
+    """Render a saved scene from a trajectory or a JSON camera path to PNG."""
+    from engine.render_cli import render_scene_to_png
+
+    for written in render_scene_to_png(scene, output, camera, width, height, depth_png):
+        typer.echo(str(written))
+
+
+@app.command()
+def info(scene: Path = typer.Argument(..., help="Scene file (.ply, .splat, .spz).")) -> None:
+    """Print what a scene file holds: count, SH degree, bounds, size."""
+    from splat.io import scene_info
+
+    for key, value in scene_info(scene).items():
+        typer.echo(f"{key}: {value}")
+
+
+@app.command()
+def export(
+    scene: Path = typer.Argument(..., help="Scene file to convert."),
+    output: Path = typer.Option(..., "--output", "-o", help="Target file: .ply, .splat or .spz."),
+) -> None:
+    """Convert a scene between .ply, .splat and .spz."""
+    from splat.io import load_scene, save_scene
+
+    save_scene(load_scene(scene), output)
+    typer.echo(str(output))
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app()
+    except StitchError as error:
+        typer.echo(f"error: {error}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted; finished views are saved, continue with --resume RUN_DIR", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""Configuration of a generation run: frozen dataclasses, named presets, variants by `dataclasses.replace`."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.cameras import MODES
+from engine.errors import StitchError
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    coverage_threshold: float = 0.5  # alpha above this counts as covered by the existing scene
+    erode_px: int = 2  # coverage erosion (disk radius), PAPER-NOTES
+    dilate_px: int = 2  # inpainting-mask dilation (disk radius), PAPER-NOTES
+    noodle_threshold: float = 12.0 / 255.0  # normalised depth-gradient threshold for "noodle" removal
+    points_stride: int = 1  # unproject every n-th pixel per axis (1 = one Gaussian per pixel)
+    scale_factor: float = 1.0  # Gaussian size relative to the mean distance to 3 neighbours
+    first_opacity: float = 0.95
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    steps_per_view: int = 30  # optimisation steps after each added view (views sampled from all so far)
+    final_steps: int = 0  # extra steps over all views at the end
+    resolution_scale: float = 1.0  # optimise at this fraction of the view size (CPU speed)
+    ssim_weight: float = 0.2  # loss = (1 - w) * L1 + w * (1 - SSIM), PAPER-NOTES
+    lr_means: float = 1.6e-4  # times the scene extent
+    lr_scales: float = 5e-3
+    lr_quats: float = 1e-3
+    lr_opacities: float = 2.5e-2
+    lr_sh0: float = 2.5e-3
+    lr_shN: float = 1.25e-4
+    only_new_and_visible: bool = True  # keep old Gaussians the new view does not see fixed (flat cost per view)
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    photo: Path | None = None
+    prompt: str = ""
+    mode: str = "stage"
+    path: Path | None = None  # JSON camera path (overrides mode)
+    seed: int = 0
+    max_side: int = 384
+    sh_degree: int = 3
+    depth_file: Path | None = None  # user depth for the first view
+    outpainter: str = "classical"
+    depth_backend: str = "classical"
+    model_path: Path | None = None
+    preset: str = "offline"
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def to_dict(self) -> dict:
+        def convert(value):
+            if isinstance(value, Path):
+                return str(value)
+            if dataclasses.is_dataclass(value):
+                return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
+            return value
+
+        return convert(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> GenerateConfig:
+        d = dict(d)
+        for key in ("photo", "path", "depth_file", "model_path"):
+            if d.get(key) is not None:
+                d[key] = Path(d[key])
+        d["fusion"] = FusionConfig(**d.get("fusion", {}))
+        d["optim"] = OptimConfig(**d.get("optim", {}))
+        return cls(**d)
+
+
+PRESETS: dict[str, GenerateConfig] = {
+    # Runs anywhere without downloads: classical outpainting and depth completion.
+    "offline": GenerateConfig(),
+    # The paper's backends: SD2 inpainting + the depth completion network (weights needed).
+    "paper": GenerateConfig(
+        outpainter="sd2",
+        depth_backend="invisible-stitch",
+        max_side=512,
+        preset="paper",
+        optim=OptimConfig(steps_per_view=100),
+    ),
+    # A quick look: fewer optimisation steps, smaller images.
+    "fast": GenerateConfig(max_side=256, preset="fast", optim=OptimConfig(steps_per_view=10)),
+}
+
+
+def generate_config_from_cli(
+    *,
+    photo: Path | None,
+    prompt: str,
+    mode: str,
+    path: Path | None,
+    seed: int,
+    max_side: int,
+    depth_file: Path | None,
+    steps: int,
+    preset: str,
+    outpainter: str,
+    depth_backend: str,
+    model_path: Path | None,
+) -> GenerateConfig:
+    """Map CLI flags onto a preset; flags left at their defaults keep the preset's values."""
+    if preset not in PRESETS:
+        raise StitchError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    if mode not in MODES:
+        raise StitchError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)} or pass --path FILE.json")
+    if steps < -1:
+        raise StitchError(f"--steps must be >= 0 (or -1 for the preset's), got {steps}")
+    if len(prompt) > 10_000:
+        raise StitchError("prompt is longer than 10000 characters; shorten it")
+    base = PRESETS[preset]
+    optim = base.optim if steps == -1 else dataclasses.replace(base.optim, steps_per_view=steps)
+    return dataclasses.replace(
+        base,
+        photo=photo,
+        prompt=prompt,
+        mode=mode,
+        path=path,
+        seed=seed,
+        max_side=max_side if max_side != 384 or preset == "offline" else base.max_side,
+        depth_file=depth_file,
+        outpainter=outpainter or base.outpainter,
+        depth_backend=depth_backend or base.depth_backend,
+        model_path=model_path,
+        optim=optim,
+    )

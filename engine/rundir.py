@@ -1,0 +1,155 @@
+"""The run directory: per-view artefacts, the manifest and resumable checkpoints, all written atomically.
+
+Layout:
+    manifest.json                 inputs, config, cameras, backends, versions, timings
+    input.png                     the photo as the scene was built from it (resized)
+    views/view_XXX.png            each view's final image (rendered + outpainted)
+    views/depth_XXX.npy           its completed depth in metres (float32)
+    views/depth_XXX.png           the same as 16-bit millimetres, for other tools
+    views/new_XXX.png             pixels that seeded new Gaussians (white)
+    views/inpaint_XXX.png         pixels the outpainter filled (white)
+    checkpoint/gaussians_XXX.safetensors + checkpoint/state.json   the scene after view XXX
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from engine.errors import StitchError
+from engine.images import depth_to_png16, save_png
+
+STATE_VERSION = 1
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file beside `path`, fsync, then rename: readers never see a partial file."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with tmp.open("wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, data: dict) -> None:
+    atomic_write_bytes(path, json.dumps(data, indent=2, sort_keys=False).encode("utf-8"))
+
+
+class RunDirectory:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def views_dir(self) -> Path:
+        return self.root / "views"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.root / "checkpoint"
+
+    def create(self) -> None:
+        try:
+            self.views_dir.mkdir(parents=True, exist_ok=True)
+            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StitchError(f"cannot create run directory {self.root} ({exc.strerror}); pick another --run-dir") from exc
+
+    # --- manifest -----------------------------------------------------------------------------------
+    def read_manifest(self) -> dict:
+        if not self.manifest_path.is_file():
+            raise StitchError(f"{self.root} has no manifest.json; it is not a run directory of stitch generate")
+        try:
+            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise StitchError(f"{self.manifest_path} is damaged ({exc}); start a new run") from exc
+
+    def write_manifest(self, manifest: dict) -> None:
+        atomic_write_json(self.manifest_path, manifest)
+
+    # --- per-view artefacts -------------------------------------------------------------------------
+    def view_path(self, kind: str, index: int, suffix: str = ".png") -> Path:
+        return self.views_dir / f"{kind}_{index:03d}{suffix}"
+
+    def save_view(
+        self,
+        index: int,
+        image: np.ndarray,  # [H, W, 3] float in [0, 1]
+        depth: np.ndarray,  # [H, W] metres
+        new_mask: np.ndarray,  # [H, W] bool
+        inpaint_mask: np.ndarray,  # [H, W] bool
+    ) -> None:
+        save_png(image, self.view_path("view", index))
+        buf = _npy_bytes(depth.astype(np.float32))
+        atomic_write_bytes(self.view_path("depth", index, ".npy"), buf)
+        depth_to_png16(depth, self.view_path("depth", index))
+        save_png(new_mask.astype(np.uint8) * 255, self.view_path("new", index))
+        save_png(inpaint_mask.astype(np.uint8) * 255, self.view_path("inpaint", index))
+
+    def load_view(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """-> image [H, W, 3] float32, depth [H, W] float32, new-pixel mask [H, W] bool."""
+        try:
+            image = np.asarray(Image.open(self.view_path("view", index)).convert("RGB"), dtype=np.float32) / 255
+            depth = np.load(self.view_path("depth", index, ".npy"), allow_pickle=False)
+            new = np.asarray(Image.open(self.view_path("new", index))) > 127
+        except (OSError, ValueError) as exc:
+            raise StitchError(f"view {index} in {self.root} is damaged ({exc}); start a new run") from exc
+        return image, depth, new
+
+    # --- checkpoints --------------------------------------------------------------------------------
+    def save_checkpoint(self, views_done: int, tensors: dict[str, torch.Tensor], extra: dict) -> None:
+        """Gaussians after `views_done` views; the state file is replaced last, so it always names a whole file."""
+        name = f"gaussians_{views_done - 1:03d}.safetensors"
+        path = self.checkpoint_dir / name
+        data = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        tmp = path.with_name(f".{name}.tmp{os.getpid()}")
+        try:
+            save_file(data, str(tmp))
+            with tmp.open("rb") as f:
+                os.fsync(f.fileno())
+            tmp.replace(path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        atomic_write_json(
+            self.checkpoint_dir / "state.json",
+            {"version": STATE_VERSION, "views_done": views_done, "gaussians": name, **extra},
+        )
+        # Older checkpoints are no longer needed once the state points past them.
+        for old in self.checkpoint_dir.glob("gaussians_*.safetensors"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+
+    def load_checkpoint(self) -> tuple[int, dict[str, torch.Tensor] | None, dict]:
+        """-> (views_done, tensors or None, state). No checkpoint: (0, None, {})."""
+        state_path = self.checkpoint_dir / "state.json"
+        if not state_path.is_file():
+            return 0, None, {}
+        try:
+            state = json.loads(state_path.read_text(encoding="utf-8"))
+            tensors = load_file(str(self.checkpoint_dir / state["gaussians"]))
+        except (OSError, ValueError, KeyError) as exc:
+            raise StitchError(f"checkpoint in {self.checkpoint_dir} is damaged ({exc}); start a new run") from exc
+        return int(state["views_done"]), tensors, state
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return buf.getvalue()
