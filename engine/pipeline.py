@@ -106,15 +106,16 @@ class StitchPipeline:
         gaussians = Gaussians.empty(self.sh_degree, self.device)
         views: list[ViewRecord] = []
         start = 0
+        timings: list[dict] = []
         if resume and run_dir is not None:
-            start, tensors, _ = run_dir.load_checkpoint()
+            start, tensors, state = run_dir.load_checkpoint()
+            timings = list(state.get("timings", []))[:start]
             if tensors is not None:
                 gaussians = Gaussians({k: v.to(self.device) for k, v in tensors.items()})
                 for k in range(start):
                     img_k, depth_k, new_k = run_dir.load_view(k)
                     views.append(ViewRecord(cameras[k], img_k, depth_k, new_k))
         emit("run_started", start - 1, message=f"{len(cameras)} views, starting at view {start}")
-        timings: list[dict] = []
         for k in range(start, len(cameras)):
             emit("view_started", k)
             t = _Timer()
@@ -129,13 +130,13 @@ class StitchPipeline:
             emit("view_added", k, image=to_uint8(record.image))
             with t("optimize"):
                 self._optimize(gaussians, views, n_new=len(new_gaussians), seed=seed * 1000 + k, emit=emit, k=k)
-            if run_dir is not None:
-                with t("save"):
-                    run_dir.save_view(k, record.image, record.depth, record.new_mask, _or_empty(record))
-                    run_dir.save_checkpoint(k + 1, gaussians.tensors(), {"n_gaussians": len(gaussians)})
             t.record["n_gaussians"] = len(gaussians)
             t.record["n_new"] = len(new_gaussians)
             timings.append(t.record)
+            if run_dir is not None:
+                with t("save"):
+                    run_dir.save_view(k, record.image, record.depth, record.new_mask, _or_empty(record))
+                    run_dir.save_checkpoint(k + 1, gaussians.tensors(), {"timings": timings})
             emit("view_finished", k, image=to_uint8(record.image), gaussians=gaussians.tensors(), message=t.summary())
         emit("run_finished", len(cameras) - 1, gaussians=gaussians.tensors())
         return PipelineOutput(gaussians, views, timings, resumed_from=start)

@@ -1,0 +1,238 @@
+"""`stitch generate` as a library call: run directory, backends, progress, viewer, manifest and exports."""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.cameras import Camera, load_camera_path, trajectory
+from engine.config import GenerateConfig
+from engine.errors import StitchError
+from engine.events import PipelineEvent
+from engine.images import file_sha256, load_photo, save_png
+from engine.pipeline import PipelineOutput, StitchPipeline
+from engine.rundir import RunDirectory, atomic_write_json
+
+PACKAGES = ("torch", "gsplat", "numpy", "scipy", "opencv-python-headless", "diffusers", "transformers", "viser")
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def build_backends(config: GenerateConfig):
+    """Outpainter and depth completer named by the config (learned ones through the model registry)."""
+    try:
+        from engine.backends import build_depth_completer, build_outpainter
+    except ImportError:  # registry not installed: only the classical defaults exist
+        from engine.depth_classical import ClassicalDepthCompleter
+        from engine.outpaint import ClassicalOutpainter
+
+        if config.outpainter != "classical" or config.depth_backend != "classical":
+            raise StitchError("learned backends are unavailable in this install; use --preset offline") from None
+        return ClassicalOutpainter(), ClassicalDepthCompleter()
+    outpainter = build_outpainter(config.outpainter, model_path=config.model_path, prompt=config.prompt)
+    completer = build_depth_completer(config.depth_backend, model_path=config.model_path)
+    return outpainter, completer
+
+
+def cameras_for(config: GenerateConfig, width: int, height: int) -> list[Camera]:
+    if config.path is not None:
+        return load_camera_path(config.path, width, height)
+    return trajectory(config.mode, width, height)
+
+
+class ProgressPrinter:
+    """Progress on stderr: one line per view, an updating line for optimisation steps."""
+
+    def __init__(self, stream=sys.stderr) -> None:
+        self.stream = stream
+        self.t0 = time.perf_counter()
+        self.tty = stream.isatty()
+
+    def __call__(self, event: PipelineEvent) -> None:
+        elapsed = time.perf_counter() - self.t0
+        k, n = event.view_index + 1, event.total_views
+        if event.kind == "optimize_step":
+            if self.tty or event.step == event.total_steps:
+                end = "\n" if event.step == event.total_steps else "\r"
+                print(
+                    f"  view {k}/{n} optimise {event.step}/{event.total_steps} loss {event.loss:.4f}",
+                    end=end,
+                    file=self.stream,
+                    flush=True,
+                )
+        elif event.kind == "view_started":
+            print(f"[{elapsed:6.1f}s] view {k}/{n}: stitching", file=self.stream, flush=True)
+        elif event.kind == "view_finished":
+            print(f"[{elapsed:6.1f}s] view {k}/{n}: done ({event.message})", file=self.stream, flush=True)
+        elif event.kind == "run_started" and event.view_index >= 0:
+            print(f"resuming after {event.view_index + 1} finished views", file=self.stream, flush=True)
+
+
+def _resolve_dirs(config: GenerateConfig, output: Path | None, run_dir: Path | None, resume: Path | None):
+    if resume is not None:
+        return resume, (output or resume / "scene.ply")
+    if run_dir is None:
+        run_dir = output.parent if output is not None else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    return run_dir, (output or run_dir / "scene.ply")
+
+
+def run_generate(
+    config: GenerateConfig,
+    *,
+    output: Path | None = None,
+    run_dir: Path | None = None,
+    resume: Path | None = None,
+    export_splat: bool = False,
+    export_spz: bool = False,
+    view: bool = False,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    quiet: bool = False,
+    extra_callbacks=(),
+) -> PipelineOutput:
+    """Generate a scene into a run directory; returns the pipeline output. Raises StitchError on bad input."""
+    root, output = _resolve_dirs(config, output, run_dir, resume)
+    if output.suffix.lower() != ".ply":
+        raise StitchError(f"--output must end in .ply, got {output.name}; use --splat/--spz for other formats")
+    rd = RunDirectory(root)
+    if resume is not None:
+        manifest = rd.read_manifest()
+        config = GenerateConfig.from_dict(manifest["config"])
+        image = load_photo(rd.root / "input.png", max(config.max_side, 8))
+        if file_sha256(rd.root / "input.png") != manifest.get("input_png_sha256"):
+            raise StitchError(f"{rd.root / 'input.png'} changed since the run started; start a new run")
+    else:
+        if config.photo is None:
+            raise StitchError("give a photo to generate from (or --resume RUN_DIR)")
+        image = load_photo(config.photo, config.max_side)
+        manifest = None
+    h, w = image.shape[:2]
+    cameras = cameras_for(config, w, h)
+    first_depth = None
+    if config.depth_file is not None:
+        from engine.depth_classical import load_depth_file
+
+        first_depth = load_depth_file(config.depth_file, (h, w))
+    # Build the models before creating anything on disk: a missing model fails fast, nothing half-written.
+    outpainter, completer = build_backends(config)
+    if len(cameras) > 1 and not config.prompt and getattr(outpainter, "needs_prompt", False):
+        raise StitchError(f"the {outpainter.name} outpainter needs a prompt; pass --prompt TEXT")
+    rd.create()
+    if manifest is None:
+        save_png(image, rd.root / "input.png")
+        manifest = {
+            "stitch_version": _own_version(),
+            "input": str(config.photo),
+            "input_sha256": file_sha256(config.photo),
+            "input_png_sha256": file_sha256(rd.root / "input.png"),
+            "prompt": config.prompt,
+            "seed": config.seed,
+            "mode": "path" if config.path else config.mode,
+            "image_size": [w, h],
+            "config": config.to_dict(),
+            "cameras": [c.to_dict() for c in cameras],
+            "backends": {"outpainter": outpainter.describe(), "depth": completer.describe()},
+            "first_view_depth": "file" if first_depth is not None else completer.describe().get("backend"),
+            "device": "cpu",
+            "packages": package_versions(),
+            "status": "running",
+        }
+        rd.write_manifest(manifest)
+
+    callbacks = list(extra_callbacks)
+    if not quiet:
+        callbacks.append(ProgressPrinter())
+    viewer = None
+    if view:
+        from viewer import start_live_viewer
+
+        viewer = start_live_viewer(host=host, port=port)
+        callbacks.append(viewer.callback)
+        print(f"viewer: http://{host}:{port}", file=sys.stderr)
+
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed % (2**32))
+    pipeline = StitchPipeline(outpainter, completer, config.fusion, config.optim, config.sh_degree)
+    t0 = time.perf_counter()
+    try:
+        result = pipeline(
+            image,
+            cameras,
+            prompt=config.prompt,
+            seed=config.seed,
+            first_depth=first_depth,
+            run_dir=rd,
+            callbacks=callbacks,
+            resume=resume is not None,
+        )
+        wall = time.perf_counter() - t0
+        _finish(rd, manifest, result, output, export_splat, export_spz, wall)
+        if not quiet:
+            print(f"scene: {output} ({len(result.gaussians)} Gaussians, {wall:.1f}s)", file=sys.stderr)
+        if viewer is not None and not quiet:
+            print("viewer still running; press Ctrl-C to close it", file=sys.stderr)
+            _wait_for_interrupt()
+    finally:
+        if viewer is not None:
+            viewer.stop()
+    return result
+
+
+def _wait_for_interrupt() -> None:
+    try:
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
+
+
+def _finish(rd: RunDirectory, manifest: dict, result: PipelineOutput, output: Path, splat: bool, spz: bool, wall: float):
+    from engine.quality import generation_view_psnr, render_preview
+    from splat.io import save_ply, save_scene
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    save_ply(result.gaussians, output)
+    exports = {"ply": str(output)}
+    if splat:
+        save_scene(result.gaussians, output.with_suffix(".splat"))
+        exports["splat"] = str(output.with_suffix(".splat"))
+    if spz:
+        save_scene(result.gaussians, output.with_suffix(".spz"))
+        exports["spz"] = str(output.with_suffix(".spz"))
+    preview = render_preview(result.gaussians, [v.camera for v in result.views])
+    save_png(preview, rd.root / "preview.png")
+    timings = result.timings
+    manifest.update(
+        {
+            "status": "finished",
+            "n_gaussians": len(result.gaussians),
+            "timings": timings,
+            "wall_seconds_last_session": round(wall, 2),
+            "exports": exports,
+            "preview": "preview.png",
+            "quality": generation_view_psnr(result.gaussians, result.views),
+        }
+    )
+    atomic_write_json(rd.manifest_path, manifest)
+
+
+def _own_version() -> str:
+    try:
+        return metadata.version("stitch")
+    except metadata.PackageNotFoundError:
+        return "dev"
+
