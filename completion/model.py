@@ -93,6 +93,7 @@ def tiny_zoedepth_dict(hidden: int = 32, layers: int = 4, patch: int = 8, n_bins
         intermediate_size=2 * hidden,
         use_relative_position_bias=True,
         reshape_hidden_states=False,
+        drop_path_rate=0.0,  # MiDaS builds timm BEiT without stochastic depth
         out_features=[f"stage{i}" for i in range(1, layers + 1)][-4:],
     )
     cfg = ZoeDepthConfig(
@@ -121,6 +122,7 @@ def paper_zoedepth_dict() -> dict:
         num_attention_heads=16,
         use_relative_position_bias=True,
         reshape_hidden_states=False,
+        drop_path_rate=0.0,  # MiDaS builds timm BEiT without stochastic depth
         out_features=["stage6", "stage12", "stage18", "stage24"],
     )
     cfg = ZoeDepthConfig(
@@ -196,10 +198,12 @@ class DepthCompletionModel(nn.Module):
         cls, model_id_or_path: str, net_size: tuple[int, int] | None = (384, 512), **hub_kw
     ) -> DepthCompletionModel:
         """Initialise from a transformers ZoeDepth checkpoint (e.g. Intel/zoedepth-nyu), widened 3 -> 5 ch."""
-        from transformers import ZoeDepthForDepthEstimation
+        from transformers import ZoeDepthConfig, ZoeDepthForDepthEstimation
 
         try:
-            mono = ZoeDepthForDepthEstimation.from_pretrained(model_id_or_path, **hub_kw)
+            cfg = ZoeDepthConfig.from_pretrained(model_id_or_path, **hub_kw)
+            cfg.backbone_config.drop_path_rate = 0.0  # as MiDaS/ZoeDepth trained it
+            mono = ZoeDepthForDepthEstimation.from_pretrained(model_id_or_path, config=cfg, **hub_kw)
         except OSError as exc:
             raise ModelUnavailableError(
                 f"cannot load monocular ZoeDepth weights {model_id_or_path!r} ({exc.__class__.__name__}); "
