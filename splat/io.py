@@ -1,0 +1,95 @@
+"""Front door for Gaussian scene files: .ply (lossless), .splat and .spz (compact exports for viewers).
+
+    save_scene(gaussians, "scene.ply")      # format chosen by suffix: .ply, .splat, .spz
+    g = load_scene("scene.spz")
+    scene_info("scene.ply")                 # {"format", "count", "sh_degree", "bounds", "file_size", ...}
+
+All writes are atomic (temp file in the same directory, fsync, os.replace). Every problem with a file
+(missing, truncated, lying header, wrong property types, NaN/Inf values, unknown suffix) raises
+`SceneFileError`, a ValueError whose message starts with the path. NaN/Inf values are always rejected,
+on load and on save: such Gaussians render as garbage and poison training, so we refuse them loudly
+instead of passing them on.
+
+Axes: .ply and .splat hold the scene's own frame (stitch uses OpenCV axes, x right, y down, z forward,
+like 3DGS training output); .spz is converted to its spec's RUB frame on save and back on load.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from splat.gaussians import Gaussians
+from splat.ply import load_ply, read_ply_arrays, save_ply, write_ply_arrays
+from splat.scene_arrays import PathLike, SceneArrays, SceneFileError, check_readable, fail
+from splat.splat_format import load_splat, read_splat_arrays, save_splat, write_splat_arrays
+from splat.spz import load_spz, read_spz_arrays, read_spz_header, save_spz, write_spz_arrays
+
+__all__ = [
+    "FORMATS",
+    "SceneFileError",
+    "load_ply",
+    "load_scene",
+    "load_splat",
+    "load_spz",
+    "save_ply",
+    "save_scene",
+    "save_splat",
+    "save_spz",
+    "scene_format",
+    "scene_info",
+]
+
+FORMATS = {".ply": "ply", ".splat": "splat", ".spz": "spz"}
+_READERS = {"ply": read_ply_arrays, "splat": read_splat_arrays, "spz": read_spz_arrays}
+_WRITERS = {"ply": write_ply_arrays, "splat": write_splat_arrays, "spz": write_spz_arrays}
+
+
+def scene_format(path: PathLike) -> str:
+    """'ply' | 'splat' | 'spz' from the file suffix (case-insensitive)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise fail(path, f"unknown scene format {suffix or '(no suffix)'!r}; use .ply, .splat or .spz")
+    return FORMATS[suffix]
+
+
+def save_scene(gaussians: Gaussians, path: PathLike) -> None:
+    """Write Gaussians in the format named by the suffix (.ply lossless; .splat/.spz lossy exports)."""
+    fmt = scene_format(path)
+    _WRITERS[fmt](SceneArrays.from_gaussians(gaussians), path)
+
+
+def load_scene(path: PathLike, device: str = "cpu") -> Gaussians:
+    """Read a .ply, .splat or .spz file into Gaussians on `device`."""
+    fmt = scene_format(path)
+    return _READERS[fmt](path).to_gaussians(device)
+
+
+def scene_info(path: PathLike) -> dict:
+    """Summary for `stitch info`: format, count, SH degree, position bounds, file size (JSON-friendly)."""
+    fmt = scene_format(path)
+    size = check_readable(path)
+    scene = _READERS[fmt](path)
+    info: dict = {
+        "path": os.fspath(path),
+        "format": fmt,
+        "file_size": size,
+        "count": len(scene),
+        "sh_degree": scene.sh_degree,
+        "bounds": None,
+    }
+    if len(scene):
+        info["bounds"] = {
+            "min": [float(v) for v in scene.means.min(axis=0)],
+            "max": [float(v) for v in scene.means.max(axis=0)],
+        }
+        info["mean_opacity"] = float(1.0 / (1.0 + np.exp(-scene.opacities.astype(np.float64))).mean())
+    if fmt == "spz":
+        header, _, _ = read_spz_header(path)
+        info["spz_version"] = header["version"]
+        info["axes"] = "RUB in file (converted to RDF on load)"
+    else:
+        info["axes"] = "scene frame (stitch: RDF / OpenCV)"
+    return info

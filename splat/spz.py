@@ -1,0 +1,295 @@
+""".spz files (Niantic's compressed splat format, gzip container, versions 2 and 3).
+
+Layout after gunzip (all little-endian), per nianticlabs/spz's public README and loader:
+
+    header (16 bytes)  u32 magic 0x5053474e ("NGSP"), u32 version, u32 numPoints,
+                       u8 shDegree, u8 fractionalBits, u8 flags (0x1 antialiased, 0x2 extensions), u8 reserved
+    positions  N x 3 x 24-bit signed fixed point (value * 2^fractionalBits)
+    alphas     N x u8     sigmoid(opacity) * 255
+    colours    N x 3 u8   sh0 * (0.15 * 255) + 127.5   (0.15, not SH_C0, leaves headroom outside 0..1)
+    scales     N x 3 u8   (log scale + 10) * 16
+    rotations  v2: N x 3 u8, (x, y, z) of the unit quaternion with w >= 0, * 127.5 + 127.5
+               v3: N x u32, index of the largest component (2 bits) + the other three as sign + 9 bits
+    sh         N x K x 3 u8 (coefficient-major, colour inner), x * 128 + 128; we quantise degree-1
+               coefficients to 5 bits and higher ones to 4 bits, as the reference encoder does
+
+Axes: spz stores RUB (x right, y up, z back: OpenGL / three.js), while 3DGS .ply files and stitch scenes
+use RDF (OpenCV: x right, y down, z forward). Saving flips y and z (a 180-degree rotation about x):
+positions and the quaternion's y, z components change sign, and every SH coefficient that is odd in
+y*z parity changes sign too. Loading flips back, so load_spz(save_spz(g)) is g up to quantisation and
+viewers that follow the spz spec show the scene upright, the same way they show our .ply.
+
+We write version 2 by default (readable by every spz loader we know of); version 3 stores rotations more
+precisely. Files with extensions (flag 0x2) and the version-4 container are rejected with a clear error.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+import zlib
+from typing import IO, Any
+
+import numpy as np
+
+from splat.gaussians import Gaussians
+from splat.scene_arrays import (
+    PathLike,
+    SceneArrays,
+    atomic_write,
+    check_readable,
+    fail,
+    logit,
+    normalised_quats,
+    sigmoid,
+)
+
+MAGIC = 0x5053474E
+HEADER = struct.Struct("<IIIBBBB")
+COLOR_SCALE = 0.15
+DEFAULT_FRACTIONAL_BITS = 12  # ~0.24 mm steps for metre-scale scenes, range +-2048
+FLAG_ANTIALIASED = 0x1
+FLAG_EXTENSIONS = 0x2
+# Deflate cannot expand data by more than ~1032x; a header claiming more than that is lying.
+MAX_INFLATE_RATIO = 1100
+_SQRT1_2 = np.float64(np.sqrt(0.5))
+_INT24_MAX = (1 << 23) - 1
+
+# Sign of each SH coefficient (degree 1..3, gsplat/3DGS order) under the RDF <-> RUB flip (y -> -y, z -> -z).
+SH_FLIP_RDF_RUB = np.array([-1, -1, 1, -1, 1, 1, -1, 1, -1, 1, -1, -1, 1, -1, 1], dtype=np.float64)
+AXIS_FLIP_RDF_RUB = np.array([1.0, -1.0, -1.0])
+
+
+def _row_bytes(version: int, k: int) -> int:
+    return 9 + 1 + 3 + 3 + (4 if version >= 3 else 3) + 3 * k
+
+
+def _to_u8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+# --- rotations ------------------------------------------------------------------------------------------
+
+
+def _pack_rot_v2(q: np.ndarray) -> np.ndarray:
+    """Unit quaternions [N, 4] (x, y, z, w) -> [N, 3] u8; w is recovered from unit length and w >= 0.
+
+    Plain rounding of x, y, z loses a lot when w is small (w = sqrt(1 - |xyz|^2) amplifies the error),
+    so of the 8 floor/ceil choices we keep the one whose decoded rotation is closest to the input.
+    """
+    q = np.where(q[:, 3:4] < 0, -q, q)
+    scaled = q[:, :3] * 127.5 + 127.5
+    lo = np.clip(np.floor(scaled), 0, 255)
+    best, best_dot = _to_u8(scaled), np.full(len(q), -1.0)
+    for corner in range(8):
+        up = np.array([(corner >> i) & 1 for i in range(3)], dtype=np.float64)
+        cand = np.clip(lo + up, 0, 255)
+        decoded = _unpack_rot_v2(cand)  # not unit length when |xyz| > 1; renderers normalise
+        dot = np.abs((decoded * q).sum(axis=1)) / np.linalg.norm(decoded, axis=1)
+        better = dot > best_dot
+        best[better], best_dot[better] = cand[better].astype(np.uint8), dot[better]
+    return best
+
+
+def _unpack_rot_v2(r: np.ndarray) -> np.ndarray:
+    xyz = r.astype(np.float64) / 127.5 - 1.0
+    w = np.sqrt(np.maximum(0.0, 1.0 - (xyz**2).sum(axis=1)))
+    return np.concatenate([xyz, w[:, None]], axis=1)
+
+
+def _pack_rot_v3(q: np.ndarray) -> np.ndarray:
+    """Unit quaternions [N, 4] (x, y, z, w) -> [N] u32 "smallest three" codes."""
+    n = len(q)
+    largest = np.argmax(np.abs(q), axis=1)
+    q = np.where(q[np.arange(n), largest][:, None] < 0, -q, q)  # make the dropped component positive
+    comp = largest.astype(np.uint32)
+    for i in range(4):
+        keep = largest != i
+        mag = np.minimum(np.floor(511.0 * np.abs(q[:, i]) / _SQRT1_2 + 0.5), 511).astype(np.uint32)
+        neg = (q[:, i] < 0).astype(np.uint32)
+        comp = np.where(keep, (comp << np.uint32(10)) | (neg << np.uint32(9)) | mag, comp)
+    return comp.astype("<u4")
+
+
+def _unpack_rot_v3(codes: np.ndarray) -> np.ndarray:
+    comp = codes.astype(np.uint32)
+    largest = (comp >> np.uint32(30)).astype(np.int64)
+    q = np.zeros((len(comp), 4))
+    for i in range(3, -1, -1):  # the last-packed component sits in the low bits
+        here = largest != i
+        mag = (comp & np.uint32(511)).astype(np.float64)
+        neg = ((comp >> np.uint32(9)) & np.uint32(1)).astype(bool)
+        val = _SQRT1_2 * mag / 511.0
+        q[:, i] = np.where(here, np.where(neg, -val, val), 0.0)
+        comp = np.where(here, comp >> np.uint32(10), comp)
+    rest = (q**2).sum(axis=1)
+    q[np.arange(len(q)), largest] = np.sqrt(np.maximum(0.0, 1.0 - rest))
+    return q
+
+
+# --- encode / decode ------------------------------------------------------------------------------------
+
+
+def _quantise_sh(x: np.ndarray, bits: int) -> np.ndarray:
+    bucket = 1 << (8 - bits)
+    q = np.rint(x * 128.0) + 128.0
+    q = np.floor((q + bucket // 2) / bucket) * bucket
+    return np.clip(q, 0, 255).astype(np.uint8)
+
+
+def _fractional_bits(means: np.ndarray, path: PathLike) -> int:
+    extent = float(np.abs(means).max()) if means.size else 0.0
+    bits = DEFAULT_FRACTIONAL_BITS
+    while bits > 0 and round(extent * (1 << bits)) > _INT24_MAX:
+        bits -= 1
+    if round(extent * (1 << bits)) > _INT24_MAX:
+        raise fail(path, f"positions up to {extent:.3g} exceed the 24-bit range of .spz; scale the scene")
+    return bits
+
+
+def encode_spz(
+    scene: SceneArrays, path: PathLike, version: int = 2, sh_bits: tuple[int, int] = (5, 4)
+) -> bytes:
+    """SceneArrays (RDF) -> uncompressed spz payload (header + attribute blocks, RUB)."""
+    if version not in (2, 3):
+        raise fail(path, f"can write .spz versions 2 and 3, not {version}")
+    n, k = len(scene), scene.shN.shape[1]
+    bits = _fractional_bits(scene.means, path)
+
+    fixed = np.rint(scene.means.astype(np.float64) * AXIS_FLIP_RDF_RUB * (1 << bits)).astype("<i4")
+    positions = fixed.view(np.uint8).reshape(n, 3, 4)[:, :, :3]  # low 3 bytes of each little-endian int32
+
+    q = normalised_quats(scene.quats)  # (w, x, y, z)
+    q_xyzw = np.concatenate([q[:, 1:] * AXIS_FLIP_RDF_RUB, q[:, :1]], axis=1)
+    rotations = _pack_rot_v3(q_xyzw) if version >= 3 else _pack_rot_v2(q_xyzw)
+
+    sh = scene.shN.astype(np.float64) * SH_FLIP_RDF_RUB[:k, None]
+    sh_q = np.concatenate([_quantise_sh(sh[:, :3], sh_bits[0]), _quantise_sh(sh[:, 3:], sh_bits[1])], axis=1)
+
+    header = HEADER.pack(MAGIC, version, n, scene.sh_degree, bits, 0, 0)
+    blocks = [
+        positions,
+        _to_u8(sigmoid(scene.opacities) * 255.0),
+        _to_u8(scene.sh0.astype(np.float64) * (COLOR_SCALE * 255.0) + 127.5),
+        _to_u8((scene.scales.astype(np.float64) + 10.0) * 16.0),
+        rotations,
+        sh_q,
+    ]
+    return header + b"".join(np.ascontiguousarray(b).tobytes() for b in blocks)
+
+
+def decode_spz(payload: bytes, version: int, n: int, degree: int, bits: int) -> SceneArrays:
+    """Uncompressed attribute blocks (after the header) -> SceneArrays in RDF."""
+    k = (degree + 1) ** 2 - 1
+    off = 0
+
+    def take(count: int) -> np.ndarray:
+        nonlocal off
+        block = np.frombuffer(payload, dtype=np.uint8, count=count, offset=off)
+        off += count
+        return block
+
+    p = take(n * 9).reshape(n, 3, 3).astype(np.int32)
+    fixed = p[..., 0] | (p[..., 1] << 8) | (p[..., 2] << 16)
+    fixed = (fixed ^ 0x800000) - 0x800000  # sign-extend 24 -> 32 bits
+    means = fixed / float(1 << bits) * AXIS_FLIP_RDF_RUB
+    alphas = take(n).astype(np.float64) / 255.0
+    colours = take(n * 3).reshape(n, 3).astype(np.float64)
+    scales = take(n * 3).reshape(n, 3).astype(np.float64) / 16.0 - 10.0
+    if version >= 3:
+        q_xyzw = _unpack_rot_v3(take(n * 4).view("<u4"))
+    else:
+        q_xyzw = _unpack_rot_v2(take(n * 3).reshape(n, 3))
+    quats = np.concatenate([q_xyzw[:, 3:], q_xyzw[:, :3] * AXIS_FLIP_RDF_RUB], axis=1)
+    sh = (take(n * k * 3).reshape(n, k, 3).astype(np.float64) - 128.0) / 128.0
+    return SceneArrays(
+        means=means.astype(np.float32),
+        scales=scales.astype(np.float32),
+        quats=quats.astype(np.float32),
+        opacities=logit(alphas, eps=0.5 / 255.0).astype(np.float32),
+        sh0=((colours / 255.0 - 0.5) / COLOR_SCALE).astype(np.float32),
+        shN=(sh * SH_FLIP_RDF_RUB[:k, None]).astype(np.float32),
+    )
+
+
+# --- files ----------------------------------------------------------------------------------------------
+
+
+def write_spz_arrays(scene: SceneArrays, path: PathLike, version: int = 2) -> None:
+    scene.check_finite(path, "save it")
+    payload = encode_spz(scene, path, version=version)
+    compressed = gzip.compress(payload, compresslevel=6, mtime=0)
+
+    def write(f: IO[bytes]) -> None:
+        f.write(compressed)
+
+    atomic_write(path, write)
+
+
+def save_spz(gaussians: Gaussians, path: PathLike, version: int = 2) -> None:
+    """Export Gaussians as .spz (gzip, quantised, RUB axes; version 2 by default)."""
+    write_spz_arrays(SceneArrays.from_gaussians(gaussians), path, version=version)
+
+
+def read_spz_header(path: PathLike) -> tuple[dict, Any, bytes]:
+    """Validate the file and its 16-byte header; returns (header fields, decompressor, compressed bytes)."""
+    size = check_readable(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(size)
+    except OSError as e:
+        raise fail(path, f"cannot read file ({e.strerror or e})") from e
+    if raw[:4] == b"NGSP":
+        raise fail(path, "this .spz uses the uncompressed version-4 container, which is not supported")
+    if raw[:2] != b"\x1f\x8b":
+        raise fail(path, f"not a .spz file (expected a gzip stream, it starts with {raw[:8]!r})")
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        head = d.decompress(raw, HEADER.size)
+    except zlib.error as e:
+        raise fail(path, f"corrupt gzip stream ({e})") from e
+    if len(head) < HEADER.size:
+        raise fail(path, "truncated .spz: the gzip stream ends inside the 16-byte header")
+    magic, version, n, degree, bits, flags, _ = HEADER.unpack(head)
+    if magic != MAGIC:
+        raise fail(path, f"gzip file without the spz magic (0x{magic:08x}, expected 0x{MAGIC:08x})")
+    if version not in (2, 3):
+        raise fail(path, f"unsupported .spz version {version} (this reader handles 2 and 3)")
+    if degree > 3:
+        raise fail(path, f"SH degree {degree} is not supported (0..3)")
+    if bits > 23:
+        raise fail(path, f"fractionalBits {bits} is out of range (0..23)")
+    if flags & FLAG_EXTENSIONS:
+        raise fail(path, ".spz extensions (flag 0x2) are not supported")
+    info = {"version": version, "count": n, "sh_degree": degree, "fractional_bits": bits, "flags": flags}
+    return info, d, raw
+
+
+def read_spz_arrays(path: PathLike) -> SceneArrays:
+    info, d, raw = read_spz_header(path)
+    k = (info["sh_degree"] + 1) ** 2 - 1
+    expected = info["count"] * _row_bytes(info["version"], k)
+    if expected > len(raw) * MAX_INFLATE_RATIO:
+        raise fail(
+            path,
+            f"header claims {info['count']} points ({expected} bytes) but a {len(raw)}-byte gzip stream "
+            "cannot hold that much (file truncated or header wrong)",
+        )
+    try:
+        payload = d.decompress(d.unconsumed_tail, expected)
+        if len(payload) == expected and not d.eof:
+            d.decompress(d.unconsumed_tail, 1 << 16)  # reach the gzip trailer so its CRC is checked
+    except zlib.error as e:
+        raise fail(path, f"corrupt gzip stream ({e})") from e
+    if len(payload) < expected:
+        raise fail(path, f"truncated .spz: expected {expected} bytes of splat data, found {len(payload)}")
+    if not d.eof:
+        raise fail(path, "gzip stream is truncated or has unexpected trailing data")
+    scene = decode_spz(payload, info["version"], info["count"], info["sh_degree"], info["fractional_bits"])
+    scene.check_finite(path, "load it")
+    return scene
+
+
+def load_spz(path: PathLike, device: str = "cpu") -> Gaussians:
+    """Read a .spz file (version 2 or 3) into Gaussians, converted back to RDF axes."""
+    return read_spz_arrays(path).to_gaussians(device)
