@@ -28,13 +28,19 @@ def generate(
     prompt: str = typer.Option("", "--prompt", "-p", help="Text prompt for the outpainter."),
     mode: str = typer.Option("stage", "--mode", "-m", help="single | stage | 360 | orbit"),
     path: Path | None = typer.Option(None, "--path", help="Camera path JSON (overrides --mode)."),
-    output: Path | None = typer.Option(None, "--output", "-o", help="Scene file (.ply); default RUN_DIR/scene.ply"),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Scene file (.ply); default RUN_DIR/scene.ply"
+    ),
     run_dir: Path | None = typer.Option(None, "--run-dir", help="Run directory (default: next to --output)."),
-    resume: Path | None = typer.Option(None, "--resume", help="Continue an interrupted run in this directory."),
+    resume: Path | None = typer.Option(
+        None, "--resume", help="Continue an interrupted run in this directory."
+    ),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed + inputs = same scene)."),
     max_side: int = typer.Option(384, "--max-side", help="Longest image side the scene is built at."),
     depth: Path | None = typer.Option(
-        None, "--depth-file", help="Depth for the photo: 16-bit PNG (mm) or .npy (m); replaces the first-view prior."
+        None,
+        "--depth-file",
+        help="Depth for the photo: 16-bit PNG (mm) or .npy (m); replaces the first-view prior.",
     ),
     steps: int = typer.Option(-1, "--steps", help="Optimisation steps per view (-1: the preset's)."),
     preset: str = typer.Option("offline", "--preset", help="offline | paper | fast"),
@@ -85,7 +91,9 @@ def generate(
 @app.command()
 def render(
     scene: Path = typer.Argument(..., help="Scene file (.ply, .splat, .spz)."),
-    output: Path = typer.Option(..., "--output", "-o", help="PNG to write (several cameras: name_000.png, ...)."),
+    output: Path = typer.Option(
+        ..., "--output", "-o", help="PNG to write (several cameras: name_000.png, ...)."
+    ),
     camera: str = typer.Option("single", "--camera", "-c", help="single | stage | 360 | orbit | PATH.json"),
     width: int = typer.Option(512, "--width"),
     height: int = typer.Option(384, "--height"),
@@ -121,14 +129,27 @@ def export(
 
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
+    import click
+
     try:
-        app()
+        code = app(standalone_mode=False)
     except StitchError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, click.exceptions.Abort):
         typer.echo("interrupted; finished views are saved, continue with --resume RUN_DIR", err=True)
         sys.exit(130)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except OSError as error:  # disk full, permissions: name the file and stop cleanly
+        where = error.filename or "file system"
+        typer.echo(
+            f"error: {error.strerror or error} ({where}); free space or fix permissions, then --resume",
+            err=True,
+        )
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,9 @@ class Camera:
         K = np.asarray(self.K, dtype=np.float64)
         w2c = np.asarray(self.world_to_camera, dtype=np.float64)
         if K.shape != (3, 3) or w2c.shape != (4, 4):
-            raise CameraPathError(f"camera needs K [3, 3] and world_to_camera [4, 4], got {K.shape}, {w2c.shape}")
+            raise CameraPathError(
+                f"camera needs K [3, 3] and world_to_camera [4, 4], got {K.shape}, {w2c.shape}"
+            )
         if not (np.isfinite(K).all() and np.isfinite(w2c).all()):
             raise CameraPathError("camera matrices contain NaN or Inf; give finite numbers")
         if self.width < 1 or self.height < 1:
@@ -117,7 +119,9 @@ def project_points(camera: Camera, points: np.ndarray) -> tuple[np.ndarray, np.n
     return uv, z
 
 
-def warp_depth(src: Camera, src_depth: np.ndarray, dst: Camera, src_mask: np.ndarray | None = None) -> np.ndarray:
+def warp_depth(
+    src: Camera, src_depth: np.ndarray, dst: Camera, src_mask: np.ndarray | None = None
+) -> np.ndarray:
     """Forward-warp a depth map into another camera with a point z-buffer -> [H_dst, W_dst], 0 = nothing.
 
     A simple per-point splat for geometry checks; scene rendering uses the Gaussian renderer instead.
@@ -156,7 +160,9 @@ def pose_to_world_to_camera(rotation_c2w: np.ndarray, position: Sequence[float])
     return w2c
 
 
-def look_at(position: Sequence[float], target: Sequence[float], up: Sequence[float] = (0, -1, 0)) -> np.ndarray:
+def look_at(
+    position: Sequence[float], target: Sequence[float], up: Sequence[float] = (0, -1, 0)
+) -> np.ndarray:
     """World-to-camera [4, 4] of a camera at `position` looking at `target` (up is -y in OpenCV axes)."""
     pos = np.asarray(position, dtype=np.float64)
     forward = np.asarray(target, dtype=np.float64) - pos
@@ -209,7 +215,7 @@ def orbit_cameras(
 
 
 def trajectory(mode: str, width: int, height: int, focal: float | None = None, **orbit_kw) -> list[Camera]:
-    """Built-in camera sets: single = [0], stage = [0, +25, -25], 360 = 13 yaws, orbit = arc around a point."""
+    """Built-in camera sets: single = [0], stage = [0, +25, -25], 360 = 13 yaws, orbit = an arc."""
     if mode == "single":
         return yaw_cameras([0.0], width, height, focal)
     if mode == "stage":

@@ -17,13 +17,13 @@ class FusionConfig:
     dilate_px: int = 2  # inpainting-mask dilation (disk radius), PAPER-NOTES
     noodle_threshold: float = 12.0 / 255.0  # normalised depth-gradient threshold for "noodle" removal
     points_stride: int = 1  # unproject every n-th pixel per axis (1 = one Gaussian per pixel)
-    scale_factor: float = 1.0  # Gaussian size relative to the mean distance to 3 neighbours
+    scale_factor: float = 0.5  # Gaussian sigma relative to the mean distance to 3 neighbours (1.0 blurs)
     first_opacity: float = 0.95
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    steps_per_view: int = 30  # optimisation steps after each added view (views sampled from all so far)
+    steps_per_view: int = 20  # optimisation steps after each added view (views sampled from all so far)
     final_steps: int = 0  # extra steps over all views at the end
     resolution_scale: float = 1.0  # optimise at this fraction of the view size (CPU speed)
     ssim_weight: float = 0.2  # loss = (1 - w) * L1 + w * (1 - SSIM), PAPER-NOTES
@@ -33,7 +33,9 @@ class OptimConfig:
     lr_opacities: float = 2.5e-2
     lr_sh0: float = 2.5e-3
     lr_shN: float = 1.25e-4
-    only_new_and_visible: bool = True  # keep old Gaussians the new view does not see fixed (flat cost per view)
+    only_new_and_visible: bool = (
+        True  # keep old Gaussians the new view does not see fixed (flat cost per view)
+    )
 
 
 @dataclass(frozen=True)

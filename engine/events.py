@@ -1,8 +1,8 @@
 """Events the pipeline emits while a scene grows; viewers, progress bars and loggers subscribe to them.
 
 Subscribers are plain callables `(PipelineEvent) -> None`. The pipeline never waits on them for long and never
-fails because one raised: a subscriber that needs slow work (a browser, a socket) must hand the event to its own
-thread.
+fails because one raised: a subscriber that needs slow work (a browser, a socket) must hand the event to
+its own thread.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ class PipelineEvent:
     total_views: int
     cameras: list[Camera] = field(default_factory=list)  # all cameras of the run
     image: np.ndarray | None = None  # [H, W, 3] uint8, the finished view (view_added / view_finished)
-    gaussians: dict[str, Tensor] | None = None  # detached CPU snapshot in Gaussians' keys (view_finished, run_finished)
+    # Detached CPU snapshot in Gaussians' keys (view_finished, run_finished).
+    gaussians: dict[str, Tensor] | None = None
     step: int = 0  # optimisation step within the view (optimize_step)
     total_steps: int = 0
     loss: float | None = None

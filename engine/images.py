@@ -64,9 +64,13 @@ def load_photo(path: str | Path, max_side: int) -> np.ndarray:
     except InputImageError:
         raise
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InputImageError(f"{path} is not a readable image ({exc.__class__.__name__}); give a JPEG/PNG/WebP") from exc
+        raise InputImageError(
+            f"{path} is not a readable image ({exc.__class__.__name__}); give a JPEG/PNG/WebP"
+        ) from exc
     except (OSError, SyntaxError, ValueError) as exc:
-        raise InputImageError(f"photo {path} is damaged or truncated ({exc}); re-export or re-download it") from exc
+        raise InputImageError(
+            f"photo {path} is damaged or truncated ({exc}); re-export or re-download it"
+        ) from exc
     return _to_rgb_float(img, max_side)
 
 

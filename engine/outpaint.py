@@ -50,10 +50,13 @@ def push_pull_fill(image: np.ndarray, known: np.ndarray) -> np.ndarray:
     levels = []
     while min(w.shape) > 2:
         levels.append((img, w))
-        img_sum = cv2.resize(img * w[..., None], (max(1, img.shape[1] // 2), max(1, img.shape[0] // 2)),
-                             interpolation=cv2.INTER_AREA)
+        img_sum = cv2.resize(
+            img * w[..., None],
+            (max(1, img.shape[1] // 2), max(1, img.shape[0] // 2)),
+            interpolation=cv2.INTER_AREA,
+        )
         w_small = cv2.resize(w, (img_sum.shape[1], img_sum.shape[0]), interpolation=cv2.INTER_AREA)
-        img = img_sum.reshape(w_small.shape + (-1,)) / np.maximum(w_small, 1e-8)[..., None]
+        img = img_sum.reshape((*w_small.shape, -1)) / np.maximum(w_small, 1e-8)[..., None]
         w = (w_small > 1e-8).astype(np.float32)
     filled = img
     for img_l, w_l in reversed(levels):
@@ -96,7 +99,7 @@ class ClassicalOutpainter:
         dist, (iy, ix) = distance_transform_edt(mask, return_indices=True)
         h, w = mask.shape
         yy, xx = np.indices(mask.shape)
-        # Mirror each hole pixel through its nearest known pixel; fall back to that pixel if the mirror is unknown.
+        # Mirror each hole pixel through its nearest known pixel; use that pixel if the mirror is unknown.
         ry = np.clip(2 * iy - yy, 0, h - 1)
         rx = np.clip(2 * ix - xx, 0, w - 1)
         mirrored_known = known[ry, rx]

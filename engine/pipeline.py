@@ -129,7 +129,9 @@ class StitchPipeline:
             views.append(record)
             emit("view_added", k, image=to_uint8(record.image))
             with t("optimize"):
-                self._optimize(gaussians, views, n_new=len(new_gaussians), seed=seed * 1000 + k, emit=emit, k=k)
+                self._optimize(
+                    gaussians, views, n_new=len(new_gaussians), seed=seed * 1000 + k, emit=emit, k=k
+                )
             t.record["n_gaussians"] = len(gaussians)
             t.record["n_new"] = len(new_gaussians)
             timings.append(t.record)
@@ -137,7 +139,13 @@ class StitchPipeline:
                 with t("save"):
                     run_dir.save_view(k, record.image, record.depth, record.new_mask, _or_empty(record))
                     run_dir.save_checkpoint(k + 1, gaussians.tensors(), {"timings": timings})
-            emit("view_finished", k, image=to_uint8(record.image), gaussians=gaussians.tensors(), message=t.summary())
+            emit(
+                "view_finished",
+                k,
+                image=to_uint8(record.image),
+                gaussians=gaussians.tensors(),
+                message=t.summary(),
+            )
         emit("run_finished", len(cameras) - 1, gaussians=gaussians.tensors())
         return PipelineOutput(gaussians, views, timings, resumed_from=start)
 
@@ -206,14 +214,14 @@ class StitchPipeline:
             device=self.device,
         )
 
-    def _optimize(self, gaussians: Gaussians, views: list[ViewRecord], n_new: int, seed: int, emit, k: int) -> None:
+    def _optimize(
+        self, gaussians: Gaussians, views: list[ViewRecord], n_new: int, seed: int, emit, k: int
+    ) -> None:
         cfg = self.optim
         steps = cfg.steps_per_view
         if steps <= 0:
             return
-        train_views = [
-            TrainView(v.camera, torch.from_numpy(v.image).to(self.device)) for v in views
-        ]
+        train_views = [TrainView(v.camera, torch.from_numpy(v.image).to(self.device)) for v in views]
         trainable = None
         weights = None
         if cfg.only_new_and_visible and len(views) > 1:
@@ -252,7 +260,9 @@ def _check_depth(depth: np.ndarray, shape: tuple[int, ...]) -> None:
     if depth.shape != shape:
         raise StitchError(f"depth completer returned shape {depth.shape}, expected {shape}")
     if not np.isfinite(depth).all() or (depth <= 0).any():
-        raise StitchError("depth completer returned non-finite or non-positive depth; check the depth backend")
+        raise StitchError(
+            "depth completer returned non-finite or non-positive depth; check the depth backend"
+        )
 
 
 def _or_empty(record: ViewRecord) -> np.ndarray:
@@ -291,7 +301,9 @@ class _Emitter:
         self.failed: set[int] = set()
 
     def __call__(self, kind: str, view_index: int, **kw) -> None:
-        event = PipelineEvent(kind=kind, view_index=view_index, total_views=len(self.cameras), cameras=self.cameras, **kw)
+        event = PipelineEvent(
+            kind=kind, view_index=view_index, total_views=len(self.cameras), cameras=self.cameras, **kw
+        )
         for i, cb in enumerate(self.callbacks):
             if i in self.failed:
                 continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -37,14 +38,16 @@ def generation_view_psnr(gaussians: Gaussians, views: Sequence, alpha_threshold:
         covered = out.alpha[0, ..., 0] > alpha_threshold
         target = torch.from_numpy(v.image).to(out.rgb.device)
         per_view.append(round(psnr(out.rgb[0].clamp(0, 1), target, covered), 2) if covered.any() else None)
-    for a, b in zip(views[:-1], views[1:], strict=False):
+    for a, b in itertools.pairwise(views):
         out = render_camera(gaussians, interpolate_cameras(a.camera, b.camera, 0.5))
         coverage.append(round(float((out.alpha[0, ..., 0] > alpha_threshold).float().mean()), 4))
     return {"psnr_generation_views": per_view, "alpha_coverage_between_views": coverage}
 
 
 @torch.no_grad()
-def render_preview(gaussians: Gaussians, cameras: Sequence[Camera], max_tiles: int = 6, tile_width: int = 384) -> np.ndarray:
+def render_preview(
+    gaussians: Gaussians, cameras: Sequence[Camera], max_tiles: int = 6, tile_width: int = 384
+) -> np.ndarray:
     """A strip of renders from up to `max_tiles` generation cameras -> float32 [H, W, 3]."""
     from splat.render import render_camera
 

@@ -14,7 +14,7 @@ from engine.images import colorize_depth, save_png
 def render_scene_to_png(
     scene: Path, output: Path, camera: str, width: int, height: int, depth_png: bool = False
 ) -> list[Path]:
-    """Render `scene` from the cameras named by `camera` (a mode or a .json path); returns the files written."""
+    """Render `scene` from the cameras named by `camera` (a mode or a .json path) -> files written."""
     from splat.io import load_scene
     from splat.render import render_camera
 

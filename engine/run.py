@@ -19,7 +19,16 @@ from engine.images import file_sha256, load_photo, save_png
 from engine.pipeline import PipelineOutput, StitchPipeline
 from engine.rundir import RunDirectory, atomic_write_json
 
-PACKAGES = ("torch", "gsplat", "numpy", "scipy", "opencv-python-headless", "diffusers", "transformers", "viser")
+PACKAGES = (
+    "torch",
+    "gsplat",
+    "numpy",
+    "scipy",
+    "opencv-python-headless",
+    "diffusers",
+    "transformers",
+    "viser",
+)
 
 
 def package_versions() -> dict[str, str | None]:
@@ -41,7 +50,9 @@ def build_backends(config: GenerateConfig):
         from engine.outpaint import ClassicalOutpainter
 
         if config.outpainter != "classical" or config.depth_backend != "classical":
-            raise StitchError("learned backends are unavailable in this install; use --preset offline") from None
+            raise StitchError(
+                "learned backends are unavailable in this install; use --preset offline"
+            ) from None
         return ClassicalOutpainter(), ClassicalDepthCompleter()
     outpainter = build_outpainter(config.outpainter, model_path=config.model_path, prompt=config.prompt)
     completer = build_depth_completer(config.depth_backend, model_path=config.model_path)
@@ -107,7 +118,9 @@ def run_generate(
     """Generate a scene into a run directory; returns the pipeline output. Raises StitchError on bad input."""
     root, output = _resolve_dirs(config, output, run_dir, resume)
     if output.suffix.lower() != ".ply":
-        raise StitchError(f"--output must end in .ply, got {output.name}; use --splat/--spz for other formats")
+        raise StitchError(
+            f"--output must end in .ply, got {output.name}; use --splat/--spz for other formats"
+        )
     rd = RunDirectory(root)
     if resume is not None:
         manifest = rd.read_manifest()
@@ -200,7 +213,15 @@ def _wait_for_interrupt() -> None:
         pass
 
 
-def _finish(rd: RunDirectory, manifest: dict, result: PipelineOutput, output: Path, splat: bool, spz: bool, wall: float):
+def _finish(
+    rd: RunDirectory,
+    manifest: dict,
+    result: PipelineOutput,
+    output: Path,
+    splat: bool,
+    spz: bool,
+    wall: float,
+):
     from engine.quality import generation_view_psnr, render_preview
     from splat.io import save_ply, save_scene
 
@@ -235,4 +256,3 @@ def _own_version() -> str:
         return metadata.version("stitch")
     except metadata.PackageNotFoundError:
         return "dev"
-

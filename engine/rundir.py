@@ -67,12 +67,16 @@ class RunDirectory:
             self.views_dir.mkdir(parents=True, exist_ok=True)
             self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StitchError(f"cannot create run directory {self.root} ({exc.strerror}); pick another --run-dir") from exc
+            raise StitchError(
+                f"cannot create run directory {self.root} ({exc.strerror}); pick another --run-dir"
+            ) from exc
 
     # --- manifest -----------------------------------------------------------------------------------
     def read_manifest(self) -> dict:
         if not self.manifest_path.is_file():
-            raise StitchError(f"{self.root} has no manifest.json; it is not a run directory of stitch generate")
+            raise StitchError(
+                f"{self.root} has no manifest.json; it is not a run directory of stitch generate"
+            )
         try:
             return json.loads(self.manifest_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -103,7 +107,9 @@ class RunDirectory:
     def load_view(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """-> image [H, W, 3] float32, depth [H, W] float32, new-pixel mask [H, W] bool."""
         try:
-            image = np.asarray(Image.open(self.view_path("view", index)).convert("RGB"), dtype=np.float32) / 255
+            image = (
+                np.asarray(Image.open(self.view_path("view", index)).convert("RGB"), dtype=np.float32) / 255
+            )
             depth = np.load(self.view_path("depth", index, ".npy"), allow_pickle=False)
             new = np.asarray(Image.open(self.view_path("new", index))) > 127
         except (OSError, ValueError) as exc:
@@ -112,7 +118,7 @@ class RunDirectory:
 
     # --- checkpoints --------------------------------------------------------------------------------
     def save_checkpoint(self, views_done: int, tensors: dict[str, torch.Tensor], extra: dict) -> None:
-        """Gaussians after `views_done` views; the state file is replaced last, so it always names a whole file."""
+        """Gaussians after `views_done` views; state.json is replaced last so it names a whole file."""
         name = f"gaussians_{views_done - 1:03d}.safetensors"
         path = self.checkpoint_dir / name
         data = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
@@ -143,7 +149,9 @@ class RunDirectory:
             state = json.loads(state_path.read_text(encoding="utf-8"))
             tensors = load_file(str(self.checkpoint_dir / state["gaussians"]))
         except (OSError, ValueError, KeyError) as exc:
-            raise StitchError(f"checkpoint in {self.checkpoint_dir} is damaged ({exc}); start a new run") from exc
+            raise StitchError(
+                f"checkpoint in {self.checkpoint_dir} is damaged ({exc}); start a new run"
+            ) from exc
         return int(state["views_done"]), tensors, state
 
 

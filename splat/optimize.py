@@ -54,9 +54,7 @@ def make_optimizers(gaussians: Gaussians, lrs: LearningRates, extent: float) -> 
         "sh0": lrs.sh0,
         "shN": lrs.shN,
     }
-    return {
-        key: torch.optim.Adam([gaussians.params[key]], lr=lr, eps=1e-15) for key, lr in rates.items()
-    }
+    return {key: torch.optim.Adam([gaussians.params[key]], lr=lr, eps=1e-15) for key, lr in rates.items()}
 
 
 def visible_in(camera: Camera, means: Tensor, margin: float = 0.1) -> Tensor:
