@@ -1,0 +1,450 @@
+"""Training loop for the depth completion network (`stitch train fit CONFIG`; torchrun for several processes).
+
+Recipe (PAPER-NOTES / the release's ZoeDepth config): AdamW lr 1.61e-4, weight decay 0.01, encoder (backbone)
+lr / 10, OneCycle (pct_start 0.7, div_factor 1, final_div_factor 1e4, momentum cycling), grad clipping 0.1,
+SILog (lambda 0.85, x10) + known-pixel MSE, batch 12, 5 epochs; mixed precision on CUDA.
+
+Distributed: `torchrun --nproc_per_node N -m completion.train CONFIG.json` runs DDP (NCCL on GPUs, gloo on
+CPU). `batch_size` is per process; global step g uses samples [g*B*N, (g+1)*B*N) of the epoch's seeded
+permutation, rank r taking its r-th share, so N processes with batch B follow the same trajectory as one
+process with batch B*N.
+
+Output folder:
+  checkpoints/step-0000100/{model/ (config.json + model.safetensors), trainer.pt, trainer.json}
+  checkpoints/latest.json   {"step": 100, "dir": "step-0000100"}
+  model/                    the final weights (load with DepthCompletionModel.from_pretrained / --depth PATH)
+  log.csv, curves.png       loss, lr, grad norm and validation MAE per step
+`--resume` reloads the latest checkpoint (weights, optimiser, scheduler, grad scaler, step) and continues
+from the same step with the same data order.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Sampler
+
+from completion.data import CompletionDataset, DataConfig
+from completion.losses import completion_loss
+from completion.model import DepthCompletionModel
+from engine.errors import StitchError
+
+LOG_FIELDS = ("step", "epoch", "loss", "silog", "known_mse", "lr", "grad_norm", "val_mae", "seconds")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    out_dir: str = "runs/completion"
+    model: str = (
+        "tiny"  # "tiny" | "paper" (random ZoeD-N sized) | a save_pretrained folder | a ZoeDepth hub id
+    )
+    net_size: tuple[int, int] | None = None  # network resolution for new models (None: the crop size)
+    batch_size: int = 12  # per process
+    epochs: int = 5
+    max_steps: int | None = None  # overrides epochs when set
+    lr: float = 1.61e-4
+    weight_decay: float = 0.01
+    encoder_lr_factor: float = 10.0  # backbone lr = lr / factor
+    pct_start: float = 0.7
+    div_factor: float = 1.0
+    final_div_factor: float = 1e4
+    grad_clip: float = 0.1
+    w_silog: float = 1.0
+    w_known: float = 1.0
+    silog_lambda: float = 0.85
+    amp: str = "auto"  # "auto" (bf16/fp16 on CUDA, off on CPU) | "off" | "bf16" | "fp16"
+    device: str = "auto"
+    num_workers: int = 0
+    seed: int = 0
+    log_every: int = 1
+    ckpt_every: int = 500
+    keep_checkpoints: int = 2
+    val_every: int = 500
+    val_rgbd: str = ""  # held-out RGB-D folder for the benchmark metric ("" = no validation)
+    val_max_pairs: int = 4
+    val_gap: int | None = None
+
+
+def _to_tuple(v):
+    return tuple(v) if isinstance(v, list) else v
+
+
+def config_from_dict(d: dict) -> TrainConfig:
+    """TrainConfig from a JSON-like dict; unknown keys are errors (typos would silently do nothing)."""
+    d = dict(d)
+    data = d.pop("data", {})
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    bad = sorted(set(d) - known)
+    dknown = {f.name for f in dataclasses.fields(DataConfig)}
+    bad += [f"data.{k}" for k in sorted(set(data) - dknown)]
+    if bad:
+        raise StitchError(f"unknown training config keys {bad}; see completion/train.py TrainConfig")
+    data_cfg = DataConfig(**{k: _to_tuple(v) for k, v in data.items()})
+    return TrainConfig(data=data_cfg, **{k: _to_tuple(v) for k, v in d.items()})
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise StitchError(f"training config {path} does not exist; write a JSON file (see README, Training)")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise StitchError(f"training config {path} is not valid JSON ({exc})") from exc
+    return config_from_dict(raw)
+
+
+def config_to_dict(cfg: TrainConfig) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+# --- distributed ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> DistInfo:
+    """Join the process group that torchrun (or a test) describes in env vars; no-op if WORLD_SIZE <= 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+class StepSampler(Sampler[list[int]]):
+    """Batches for one rank from `start` on: global batch g = perm[g*B*W : (g+1)*B*W], rank r takes
+    [r*B : (r+1)*B] of it. The permutation is seeded by (seed, epoch), wrapped to fill the last batch."""
+
+    def __init__(self, n: int, batch: int, info: DistInfo, seed: int, epoch: int, start: int = 0) -> None:
+        self.n, self.batch, self.info, self.seed, self.epoch, self.start = n, batch, info, seed, epoch, start
+
+    def steps_per_epoch(self) -> int:
+        return max(1, math.ceil(self.n / (self.batch * self.info.world)))
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch() - self.start
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        perm = torch.randperm(self.n, generator=g).tolist()
+        gb = self.batch * self.info.world
+        total = self.steps_per_epoch() * gb
+        perm = (perm * (total // self.n + 1))[:total]
+        for step in range(self.start, self.steps_per_epoch()):
+            lo = step * gb + self.info.rank * self.batch
+            yield perm[lo : lo + self.batch]
+
+
+# --- model, optimiser, schedule ------------------------------------------------------------------
+
+
+def build_model(cfg: TrainConfig) -> DepthCompletionModel:
+    size = tuple(cfg.net_size) if cfg.net_size is not None else None
+    if cfg.model == "tiny":
+        return DepthCompletionModel.tiny(seed=cfg.seed, net_size=size)
+    if cfg.model == "paper":
+        torch.manual_seed(cfg.seed)
+        return DepthCompletionModel(DepthCompletionModel.paper_config(net_size=size or tuple(cfg.data.size)))
+    p = Path(cfg.model)
+    if (p / "config.json").is_file() and (p / "model.safetensors").is_file():
+        return DepthCompletionModel.from_pretrained(p).train()
+    return DepthCompletionModel.from_monocular(cfg.model, net_size=size or tuple(cfg.data.size))
+
+
+def build_optimizer(model: DepthCompletionModel, cfg: TrainConfig) -> torch.optim.Optimizer:
+    groups = [
+        {"params": model.encoder_parameters(), "lr": cfg.lr / cfg.encoder_lr_factor, "name": "encoder"},
+        {"params": model.decoder_parameters(), "lr": cfg.lr, "name": "decoder"},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
+    return torch.optim.lr_scheduler.OneCycleLR(
+        opt,
+        max_lr=[g["lr"] for g in opt.param_groups],
+        total_steps=max(total_steps, 1),
+        pct_start=cfg.pct_start,
+        div_factor=cfg.div_factor,
+        final_div_factor=cfg.final_div_factor,
+        cycle_momentum=True,
+        base_momentum=0.85,
+        max_momentum=0.95,
+    )
+
+
+def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda" or cfg.amp == "off":
+        return None
+    if cfg.amp == "fp16":
+        return torch.float16
+    if cfg.amp == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+# --- checkpoints ---------------------------------------------------------------------------------
+
+
+def _ckpt_root(cfg: TrainConfig) -> Path:
+    return Path(cfg.out_dir) / "checkpoints"
+
+
+def save_checkpoint(cfg, model, opt, sched, scaler, step: int, epoch: int) -> Path:
+    root = _ckpt_root(cfg)
+    name = f"step-{step:07d}"
+    tmp = root / f".{name}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp / "model")
+    state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step, "epoch": epoch}
+    if scaler is not None:
+        state["scaler"] = scaler.state_dict()
+    torch.save(state, tmp / "trainer.pt")
+    (tmp / "trainer.json").write_text(
+        json.dumps({"step": step, "epoch": epoch, "config": config_to_dict(cfg)}, indent=1), encoding="utf-8"
+    )
+    final = root / name
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    (root / ".latest.tmp").write_text(json.dumps({"step": step, "dir": name}), encoding="utf-8")
+    os.replace(root / ".latest.tmp", root / "latest.json")
+    ckpts = sorted(p for p in root.glob("step-*") if p.is_dir())
+    for old in ckpts[: max(0, len(ckpts) - cfg.keep_checkpoints)]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(cfg: TrainConfig) -> Path | None:
+    f = _ckpt_root(cfg) / "latest.json"
+    if not f.is_file():
+        return None
+    return _ckpt_root(cfg) / json.loads(f.read_text(encoding="utf-8"))["dir"]
+
+
+def load_checkpoint(path: Path, model, opt, sched, scaler) -> int:
+    from safetensors.torch import load_file
+
+    state = load_file(str(path / "model" / "model.safetensors"))
+    model.load_state_dict(state, strict=True)
+    tr = torch.load(path / "trainer.pt", map_location="cpu", weights_only=True)
+    opt.load_state_dict(tr["optimizer"])
+    sched.load_state_dict(tr["scheduler"])
+    if scaler is not None and "scaler" in tr:
+        scaler.load_state_dict(tr["scaler"])
+    return int(tr["step"])
+
+
+# --- logging -------------------------------------------------------------------------------------
+
+
+def _append_log(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+        if new:
+            w.writeheader()
+        w.writerow({k: row.get(k, "") for k in LOG_FIELDS})
+
+
+def read_log(path: str | Path) -> list[dict]:
+    with Path(path).open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def plot_curves(log_csv: Path, out_png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_log(log_csv)
+    steps = [int(r["step"]) for r in rows]
+    loss = [float(r["loss"]) for r in rows]
+    val = [(int(r["step"]), float(r["val_mae"])) for r in rows if r["val_mae"] not in ("", "nan")]
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+    ax[0].plot(steps, loss, lw=1)
+    ax[0].set(xlabel="step", ylabel="training loss", yscale="log", title="loss (SILog + known MSE)")
+    if val:
+        ax[1].plot(*zip(*val, strict=True), marker="o")
+    ax[1].set(xlabel="step", ylabel="MAE (m), uncovered pixels", title="validation (geometry benchmark)")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+
+
+# --- the loop ------------------------------------------------------------------------------------
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def fit(cfg: TrainConfig, resume: bool = False) -> dict:
+    """Train; returns {"step", "final_loss", "first_loss", "val", "out_dir"} (on every rank)."""
+    device = _resolve_device(cfg.device)
+    info = init_distributed(device)
+    if device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+    out = Path(cfg.out_dir)
+    if info.main:
+        out.mkdir(parents=True, exist_ok=True)
+
+    dataset = CompletionDataset(cfg.data)
+    probe = StepSampler(len(dataset), cfg.batch_size, info, cfg.seed, 0)
+    spe = probe.steps_per_epoch()
+    total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * spe
+    if total < 1:
+        raise StitchError("training needs at least one step: set epochs >= 1 or max_steps >= 1")
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg).to(device).train()
+    opt = build_optimizer(model, cfg)
+    sched = build_scheduler(opt, cfg, total)
+    amp_dtype = _amp_dtype(cfg, device)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+
+    step = 0
+    if resume:
+        ck = latest_checkpoint(cfg)
+        if ck is None:
+            raise StitchError(f"--resume: no checkpoint in {_ckpt_root(cfg)}; start without --resume")
+        step = load_checkpoint(ck, model, opt, sched, scaler)
+    elif info.main and (out / "log.csv").exists():
+        (out / "log.csv").unlink()  # a fresh run starts a fresh log
+
+    net = model
+    if info.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        # find_unused_parameters: transformers' first fusion layer has a residual unit it never calls
+        net = DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+
+    val_samples = []
+    if cfg.val_rgbd and info.main:
+        from completion.evaluate import rgbd_val_samples
+
+        val_samples = rgbd_val_samples(cfg.val_rgbd, cfg.val_max_pairs, cfg.val_gap, seed=cfg.seed)
+
+    first_loss = last_loss = float("nan")
+    val_scores: dict = {}
+    t0 = time.perf_counter()
+    while step < total:
+        epoch, in_epoch = divmod(step, spe)
+        dataset.set_epoch(epoch)
+        sampler = StepSampler(len(dataset), cfg.batch_size, info, cfg.seed, epoch, start=in_epoch)
+        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers)
+        for batch in loader:
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                pred = net(batch["rgb"], batch["sparse"], batch["known"])
+            loss, parts = completion_loss(
+                pred.float(), batch, w_silog=cfg.w_silog, w_known=cfg.w_known, lam=cfg.silog_lambda
+            )
+            opt.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+            else:
+                loss.backward()
+            gn = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            if scaler is not None:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
+            lr_used = opt.param_groups[-1]["lr"]
+            step += 1
+            if step < total:  # OneCycle is defined for exactly `total` steps
+                sched.step()
+            last_loss = float(loss.detach())
+            if math.isnan(first_loss):
+                first_loss = last_loss
+            row = {
+                "step": step,
+                "epoch": epoch,
+                "loss": f"{last_loss:.6g}",
+                "silog": f"{parts['silog']:.6g}",
+                "known_mse": f"{parts['known_mse']:.6g}",
+                "lr": f"{lr_used:.6g}",
+                "grad_norm": f"{float(gn):.6g}",
+                "seconds": f"{time.perf_counter() - t0:.3f}",
+            }
+            if val_samples and (step % cfg.val_every == 0 or step == total):
+                from completion.evaluate import validate
+
+                val_scores = validate(model, val_samples, size=tuple(cfg.data.size))
+                row["val_mae"] = f"{val_scores['mae']:.6g}"
+            if info.main and (step % cfg.log_every == 0 or "val_mae" in row or step == total):
+                _append_log(out / "log.csv", row)
+            if info.main and (step % cfg.ckpt_every == 0 or step == total):
+                save_checkpoint(cfg, model, opt, sched, scaler, step, epoch)
+            if step >= total:
+                break
+    if info.main:
+        model.save_pretrained(out / "model")
+        if (out / "log.csv").exists():
+            plot_curves(out / "log.csv", out / "curves.png")
+    if info.world > 1:
+        dist.barrier()
+    return {
+        "step": step,
+        "first_loss": first_loss,
+        "final_loss": last_loss,
+        "val": val_scores,
+        "out_dir": str(out),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m completion.train CONFIG.json [--resume]` (the entry point for torchrun)."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(description="Train the depth completion network (see completion/train.py).")
+    ap.add_argument("config")
+    ap.add_argument("--resume", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        res = fit(load_config(args.config), resume=args.resume)
+    except StitchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({k: v for k, v in res.items() if k != "val"} | {"val": res["val"]}))
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
