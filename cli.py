@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from completion.cli import train_app
 from engine.errors import StitchError
 
 app = typer.Typer(
@@ -20,6 +21,7 @@ app = typer.Typer(
 )
 bench_app = typer.Typer(help="Benchmarks: scene geometry against real ground truth.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+app.add_typer(train_app, name="train")
 
 
 @app.command()
