@@ -22,6 +22,9 @@ app = typer.Typer(
 bench_app = typer.Typer(help="Benchmarks: scene geometry against real ground truth.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 app.add_typer(train_app, name="train")
+from engine.models_cli import models_app  # noqa: E402  (sub-app: stitch models list|check|download)
+
+app.add_typer(models_app, name="models")
 
 
 @app.command()
