@@ -10,8 +10,9 @@ All writes are atomic (temp file in the same directory, fsync, os.replace). Ever
 on load and on save: such Gaussians render as garbage and poison training, so we refuse them loudly
 instead of passing them on.
 
-Axes: .ply and .splat hold the scene's own frame (stitch uses OpenCV axes, x right, y down, z forward,
-like 3DGS training output); .spz is converted to its spec's RUB frame on save and back on load.
+Axes: every format holds the scene's own frame (stitch uses OpenCV axes, x right, y down, z forward,
+like 3DGS training output), which is what SuperSplat, splat-transform and Spark expect of all three;
+`save_scene(g, "x.spz", axes="rub")` writes the y-up/z-back frame the spz README describes instead.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ import numpy as np
 
 from splat.gaussians import Gaussians
 from splat.ply import load_ply, read_ply_arrays, save_ply, write_ply_arrays
-from splat.scene_arrays import PathLike, SceneArrays, SceneFileError, check_readable, fail
+from splat.scene_arrays import Device, PathLike, SceneArrays, SceneFileError, check_readable, fail
 from splat.splat_format import load_splat, read_splat_arrays, save_splat, write_splat_arrays
-from splat.spz import load_spz, read_spz_arrays, read_spz_header, save_spz, write_spz_arrays
+from splat.spz import load_spz, read_spz, read_spz_arrays, save_spz, write_spz_arrays
 
 __all__ = [
     "FORMATS",
@@ -55,23 +56,30 @@ def scene_format(path: PathLike) -> str:
     return FORMATS[suffix]
 
 
-def save_scene(gaussians: Gaussians, path: PathLike) -> None:
-    """Write Gaussians in the format named by the suffix (.ply lossless; .splat/.spz lossy exports)."""
+def save_scene(gaussians: Gaussians, path: PathLike, **options) -> None:
+    """Write Gaussians in the format named by the suffix (.ply lossless; .splat/.spz lossy exports).
+
+    `options` go to the format's writer: for .spz, `version` (2 or 3) and `axes` ("ply" or "rub").
+    """
     fmt = scene_format(path)
-    _WRITERS[fmt](SceneArrays.from_gaussians(gaussians), path)
+    _WRITERS[fmt](SceneArrays.from_gaussians(gaussians), path, **options)
 
 
-def load_scene(path: PathLike, device: str = "cpu") -> Gaussians:
-    """Read a .ply, .splat or .spz file into Gaussians on `device`."""
+def load_scene(path: PathLike, device: Device = "cpu", **options) -> Gaussians:
+    """Read a .ply, .splat or .spz file into Gaussians on `device` (.spz option: `axes`)."""
     fmt = scene_format(path)
-    return _READERS[fmt](path).to_gaussians(device)
+    return _READERS[fmt](path, **options).to_gaussians(device)
 
 
 def scene_info(path: PathLike) -> dict:
     """Summary for `stitch info`: format, count, SH degree, position bounds, file size (JSON-friendly)."""
     fmt = scene_format(path)
     size = check_readable(path)
-    scene = _READERS[fmt](path)
+    header: dict = {}
+    if fmt == "spz":
+        header, scene = read_spz(path)
+    else:
+        scene = _READERS[fmt](path)
     info: dict = {
         "path": os.fspath(path),
         "format": fmt,
@@ -85,11 +93,8 @@ def scene_info(path: PathLike) -> dict:
             "min": [float(v) for v in scene.means.min(axis=0)],
             "max": [float(v) for v in scene.means.max(axis=0)],
         }
-        info["mean_opacity"] = float(1.0 / (1.0 + np.exp(-scene.opacities.astype(np.float64))).mean())
+        alpha = 1.0 / (1.0 + np.exp(-scene.opacities.astype(np.float64)))
+        info["mean_opacity"] = float(alpha.mean())
     if fmt == "spz":
-        header, _, _ = read_spz_header(path)
         info["spz_version"] = header["version"]
-        info["axes"] = "RUB in file (converted to RDF on load)"
-    else:
-        info["axes"] = "scene frame (stitch: RDF / OpenCV)"
     return info

@@ -23,7 +23,7 @@ from typing import IO
 import numpy as np
 
 from splat.gaussians import Gaussians
-from splat.scene_arrays import PathLike, SceneArrays, as_bytes, atomic_write, check_readable, fail
+from splat.scene_arrays import Device, PathLike, SceneArrays, as_bytes, atomic_write, check_readable, fail
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_PROPERTIES = 2048
@@ -290,7 +290,7 @@ def read_ply_arrays(path: PathLike) -> SceneArrays:
     return scene
 
 
-def load_ply(path: PathLike, device: str = "cpu") -> Gaussians:
+def load_ply(path: PathLike, device: Device = "cpu") -> Gaussians:
     """Read a 3DGS .ply into Gaussians; any problem with the file raises SceneFileError."""
     return read_ply_arrays(path).to_gaussians(device)
 

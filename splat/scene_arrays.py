@@ -22,6 +22,7 @@ from engine.errors import StitchError
 from splat.gaussians import Gaussians
 
 PathLike = str | os.PathLike
+Device = str | torch.device
 
 
 class SceneFileError(StitchError):
@@ -42,7 +43,7 @@ class SceneArrays:
     quats: np.ndarray  # [N, 4] (w, x, y, z), not necessarily normalised
     opacities: np.ndarray  # [N] logits
     sh0: np.ndarray  # [N, 3] DC coefficient
-    shN: np.ndarray  # noqa: N815  [N, K, 3] higher coefficients, K in {0, 3, 8, 15}
+    shN: np.ndarray  # [N, K, 3] higher coefficients, K in {0, 3, 8, 15}
 
     def __len__(self) -> int:
         return int(self.means.shape[0])
@@ -85,7 +86,7 @@ class SceneArrays:
             shN=t["shN"],
         )
 
-    def to_gaussians(self, device: torch.device | str = "cpu") -> Gaussians:
+    def to_gaussians(self, device: Device = "cpu") -> Gaussians:
         def tensor(a: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(device)
 

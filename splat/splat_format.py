@@ -21,6 +21,7 @@ import numpy as np
 
 from splat.gaussians import SH_C0, Gaussians
 from splat.scene_arrays import (
+    Device,
     PathLike,
     SceneArrays,
     as_bytes,
@@ -107,6 +108,6 @@ def read_splat_arrays(path: PathLike) -> SceneArrays:
     )
 
 
-def load_splat(path: PathLike, device: str = "cpu") -> Gaussians:
+def load_splat(path: PathLike, device: Device = "cpu") -> Gaussians:
     """Read a .splat file (degree-0 Gaussians, in the file's sorted order)."""
     return read_splat_arrays(path).to_gaussians(device)

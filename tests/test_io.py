@@ -7,6 +7,7 @@ import os
 import struct
 import time
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import plyfile
@@ -433,25 +434,42 @@ def test_spz_round_trip_within_quantisation(tmp_path, version, degree):
     assert dots.min() > (0.99999 if version == 3 else 0.998)
 
 
-def test_spz_stores_rub_axes(tmp_path):
-    """A point at (1, 2, 3) in our RDF frame is (1, -2, -3) in the file; a y-rotation flips sign."""
-    g = make_gaussians(n=1, degree=1)
-    angle = 0.6
-    with torch.no_grad():
-        g.params["means"][:] = torch.tensor([[1.0, 2.0, 3.0]])
-        g.params["quats"][:] = torch.tensor([[np.cos(angle / 2), 0.0, np.sin(angle / 2), 0.0]])
-        g.params["shN"][:] = torch.tensor([[[0.25] * 3, [0.5] * 3, [0.75] * 3]])
-    path = tmp_path / "axes.spz"
-    save_spz(g, path)
-    payload = spz_payload(path)
+def _decode_first_point(payload: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Position, v2 rotation xyz and degree-1 SH (red) of the only point in a v2 payload, decoded by hand."""
     p = np.frombuffer(payload[16:25], dtype=np.uint8).reshape(3, 3).astype(np.int64)
     fixed = p[:, 0] | (p[:, 1] << 8) | (p[:, 2] << 16)
     fixed = (fixed ^ 0x800000) - 0x800000
-    np.testing.assert_allclose(fixed / 4096.0, [1.0, -2.0, -3.0])
-    rot = np.frombuffer(payload[16 + 9 + 1 + 3 + 3 : 16 + 9 + 1 + 3 + 3 + 3], dtype=np.uint8)
-    np.testing.assert_allclose(rot / 127.5 - 1, [0.0, -np.sin(angle / 2), 0.0], atol=1 / 127)
+    rot = np.frombuffer(payload[32:35], dtype=np.uint8) / 127.5 - 1  # after pos 9, alpha 1, rgb 3, scale 3
     sh = (np.frombuffer(payload[-9:], dtype=np.uint8).reshape(3, 3) - 128.0) / 128.0
-    np.testing.assert_allclose(sh[:, 0], [-0.25, -0.5, 0.75], atol=4.5 / 128)  # sh1 basis -y, z, -x
+    return fixed / 4096.0, rot, sh[:, 0]
+
+
+@pytest.mark.parametrize("axes", ["ply", "rub"])
+def test_spz_axes(tmp_path, axes):
+    """Default: the .ply's frame, byte for byte (as SuperSplat/splat-transform expect); "rub" flips y, z."""
+    g = make_gaussians(n=1, degree=1)
+    half = 0.3  # a rotation of 0.6 rad about y
+    with torch.no_grad():
+        g.params["means"][:] = torch.tensor([[1.0, 2.0, 3.0]])
+        g.params["quats"][:] = torch.tensor([[np.cos(half), 0.0, np.sin(half), 0.0]])
+        g.params["shN"][:] = torch.tensor([[[0.25] * 3, [0.5] * 3, [0.75] * 3]])
+    path = tmp_path / "axes.spz"
+    save_spz(g, path, axes=axes)
+    pos, rot, sh1 = _decode_first_point(spz_payload(path))
+    sign = np.array([1.0, -1.0, -1.0]) if axes == "rub" else np.ones(3)
+    np.testing.assert_allclose(pos, [1.0, 2.0, 3.0] * sign)
+    np.testing.assert_allclose(rot, [0.0, np.sin(half) * sign[1], 0.0], atol=1 / 127)
+    sh_sign = np.array([-1.0, -1.0, 1.0]) if axes == "rub" else np.ones(3)  # degree-1 basis is -y, z, -x
+    np.testing.assert_allclose(sh1, [0.25, 0.5, 0.75] * sh_sign, atol=4.5 / 128)
+    back = load_spz(path, axes=axes)
+    torch.testing.assert_close(back.params["means"], g.params["means"], rtol=0, atol=1e-3)
+    torch.testing.assert_close(
+        unit_quats(back.params["quats"]), unit_quats(g.params["quats"]), rtol=0, atol=0.01
+    )
+    torch.testing.assert_close(back.params["shN"], g.params["shN"], rtol=0, atol=4.5 / 128)
+    if axes == "rub":  # read without the flip, the scene is upside down: y and z negated
+        raw = load_spz(path)
+        torch.testing.assert_close(raw.params["means"], g.params["means"] * torch.tensor([1.0, -1.0, -1.0]))
 
 
 def test_spz_sh_sign_table_is_the_yz_flip():
@@ -475,7 +493,7 @@ def test_malformed_spz(tmp_path):
     expect_error(
         write_bytes(tmp_path / "e.spz", gzip.compress(payload[:4] + b"\x07" + payload[5:])), "version 7"
     )
-    expect_error(write_bytes(tmp_path / "f.spz", b"NGSP" + b"\x00" * 60), "version-4")
+    expect_error(write_bytes(tmp_path / "f.spz", b"NGSP" + b"\x00" * 60), "version 0")
     flagged = payload[:14] + b"\x02" + payload[15:]
     expect_error(write_bytes(tmp_path / "g.spz", gzip.compress(flagged)), "extensions")
     expect_error(write_bytes(tmp_path / "h.spz", gzip.compress(payload[:-5])), "truncated")
@@ -487,6 +505,72 @@ def test_malformed_spz(tmp_path):
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
     assert peak < 50 * 2**20
+
+
+DATA = Path(__file__).parent / "data" / "io"
+
+
+def test_files_from_splat_transform_load(tmp_path):
+    """An independent writer's .ply (other property order, no normals) and zstd .spz v4 read back right."""
+    source = load_ply(DATA / "source_deg3.ply")
+    other = load_ply(DATA / "splat_transform.ply")
+    for key, value in source.params.items():
+        assert torch.equal(other.params[key], value), key
+    pytest.importorskip("zstandard")
+    spz = load_spz(DATA / "splat_transform_v4.spz")
+    assert spz.sh_degree == 3 and len(spz) == 16
+    t, b = source.params, spz.params
+    torch.testing.assert_close(b["means"], t["means"], rtol=0, atol=0.5 / 4096 + 1e-5)  # same frame
+    torch.testing.assert_close(b["scales"], t["scales"], rtol=0, atol=0.5 / 16 + 1e-5)
+    torch.testing.assert_close(b["sh0"], t["sh0"], rtol=0, atol=0.51 / (0.15 * 255))
+    torch.testing.assert_close(b["shN"], t["shN"], rtol=0, atol=8.5 / 128)
+    assert (unit_quats(b["quats"]) * unit_quats(t["quats"])).sum(1).abs().min() > 0.99999
+    assert scene_info(DATA / "splat_transform_v4.spz")["spz_version"] == 4
+
+
+def make_v4(
+    payload: bytes, n_streams: int | None = None, toc: int = 32, sizes_fn=None, lie_toc=None
+) -> bytes:
+    """Re-wrap a gzip v3 payload as a version-4 container (one zstd stream per attribute block)."""
+    zstandard = pytest.importorskip("zstandard")
+    magic, _, n, degree, bits, flags, _ = struct.unpack("<IIIBBBB", payload[:16])
+    k = (degree + 1) ** 2 - 1
+    sizes = [9 * n, n, 3 * n, 3 * n, 4 * n] + ([3 * k * n] if k else [])
+    blocks, off = [], 16
+    for size in sizes:
+        blocks.append(payload[off : off + size])
+        off += size
+    packed = [zstandard.ZstdCompressor().compress(b) for b in blocks]
+    count = len(blocks) if n_streams is None else n_streams
+    header = struct.pack("<IIIBBBBI12x", magic, 4, n, degree, bits, flags, count, lie_toc or toc)
+    entries = [(len(p), len(b)) for p, b in zip(packed, blocks, strict=True)]
+    if sizes_fn is not None:
+        entries = sizes_fn(entries)
+    table = b"".join(struct.pack("<QQ", *e) for e in entries)
+    return header + b"\x00" * (toc - 32) + table + b"".join(packed)
+
+
+def test_spz_v4_container(tmp_path):
+    g = make_gaussians(n=30, degree=2, seed=8)
+    v3 = tmp_path / "v3.spz"
+    save_spz(g, v3, version=3)
+    payload = spz_payload(v3)
+    v4 = write_bytes(tmp_path / "v4.spz", make_v4(payload, toc=40))  # 8 bytes of extension zone, skipped
+    a, b = load_spz(v3), load_spz(v4)
+    for key in a.params:
+        assert torch.equal(a.params[key], b.params[key]), key
+    good = v4.read_bytes()
+    expect_error(write_bytes(tmp_path / "t.spz", good[:-10]), "stream")
+    expect_error(write_bytes(tmp_path / "h.spz", good[:20]), "32-byte header")
+    expect_error(write_bytes(tmp_path / "n.spz", make_v4(payload, n_streams=4)), "4 data streams")
+    expect_error(write_bytes(tmp_path / "o.spz", make_v4(payload, lie_toc=10**9)), "table of contents")
+    lie = make_v4(payload, sizes_fn=lambda e: [(e[0][0], e[0][1] + 1), *e[1:]])
+    expect_error(write_bytes(tmp_path / "s.spz", lie), "stream 0")
+    corrupt = bytearray(good)
+    corrupt[40 + 6 * 16] ^= 0xFF  # the first stream's zstd magic number
+    expect_error(write_bytes(tmp_path / "c.spz", bytes(corrupt)), "corrupt zstd stream 0")
+    huge = payload[:8] + struct.pack("<I", 2**32 - 1) + payload[12:]
+    expect_error(write_bytes(tmp_path / "b.spz", make_v4(huge)[:4096]), "cannot hold")
 
 
 # --- front door -----------------------------------------------------------------------------------------
@@ -508,5 +592,7 @@ def test_save_scene_dispatch_and_scene_info(tmp_path, suffix):
     np.testing.assert_allclose(info["bounds"]["min"], means.min(0), atol=atol)
     np.testing.assert_allclose(info["bounds"]["max"], means.max(0), atol=atol)
     assert len(load_scene(path)) == 30
+    alpha = torch.sigmoid(g.params["opacities"]).mean().item()
+    assert info["mean_opacity"] == pytest.approx(alpha, abs=0.01 if fmt != "ply" else 1e-6)
     if fmt == "spz":
         assert info["spz_version"] == 2

@@ -5,7 +5,9 @@ Bounded by default (a few seconds); STITCH_FUZZ_LONG=1 raises the example count 
 
 from __future__ import annotations
 
+import gzip
 import os
+import struct
 import tempfile
 from pathlib import Path
 
@@ -17,7 +19,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from splat.gaussians import Gaussians
-from splat.io import SceneFileError, load_scene, save_scene
+from splat.io import SceneFileError, load_scene, save_scene, save_spz
+
+try:
+    import zstandard
+except ImportError:  # optional: only needed for .spz version 4
+    zstandard = None
 
 torch.set_num_threads(1)
 
@@ -58,7 +65,25 @@ def _valid_files() -> dict[str, bytes]:
         ascii_path = Path(d) / "a.ply"
         plyfile.PlyData(data.elements, text=True).write(str(ascii_path))
         out["ascii.ply"] = ascii_path.read_bytes()
+        save_spz(g, Path(d) / "v3.spz", version=3)
+        out["v3.spz"] = (Path(d) / "v3.spz").read_bytes()
+        if zstandard is not None:
+            out["v4.spz"] = _as_v4(gzip.decompress(out["v3.spz"]))
     return out
+
+
+def _as_v4(payload: bytes) -> bytes:
+    """The version-4 container (plaintext header, table of contents, zstd streams) for a v3 payload."""
+    magic, _, n, degree, bits, flags, _ = struct.unpack("<IIIBBBB", payload[:16])
+    sizes = [9 * n, n, 3 * n, 3 * n, 4 * n, 3 * ((degree + 1) ** 2 - 1) * n]
+    blocks, off = [], 16
+    for size in sizes:
+        blocks.append(payload[off : off + size])
+        off += size
+    packed = [zstandard.ZstdCompressor(write_checksum=True).compress(b) for b in blocks]
+    header = struct.pack("<IIIBBBBI12x", magic, 4, n, degree, bits, flags, len(blocks), 32)
+    toc = b"".join(struct.pack("<QQ", len(p), len(b)) for p, b in zip(packed, blocks, strict=True))
+    return header + toc + b"".join(packed)
 
 
 VALID = _valid_files()
@@ -81,7 +106,7 @@ def _load_or_scene_error(path: Path) -> None:
 
 
 def _write(fuzz_dir: Path, kind: str, data: bytes) -> Path:
-    suffix = ".ply" if kind.endswith(".ply") else kind
+    suffix = "." + kind.rsplit(".", 1)[-1]
     path = fuzz_dir / f"case{suffix}"
     path.write_bytes(data)
     return path
@@ -127,9 +152,6 @@ def test_lying_vertex_counts(fuzz_dir, kind, count):
 @FUZZ
 @given(count=st.integers(0, 2**32 - 1), degree=st.integers(0, 255), bits=st.integers(0, 255))
 def test_lying_spz_headers(fuzz_dir, count, degree, bits):
-    import gzip
-    import struct
-
     payload = gzip.decompress(VALID[".spz"])
     header = struct.pack("<IIIBBBB", 0x5053474E, 2, count, degree, bits, 0, 0)
     _load_or_scene_error(_write(fuzz_dir, ".spz", gzip.compress(header + payload[16:])))
