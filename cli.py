@@ -132,6 +132,18 @@ def export(
     typer.echo(str(output))
 
 
+@app.command()
+def view(
+    scene: Path = typer.Argument(..., help="Scene file (.ply, .splat, .spz) or a run directory."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Bind address (default: this machine only)."),
+    port: int = typer.Option(8080, "--port", help="Port (the next free one if busy)."),
+) -> None:
+    """Inspect a scene in the browser: fly to generation cameras, record a camera path (JSON for --path)."""
+    from viewer.saved import serve_saved
+
+    serve_saved(scene, host=host, port=port)
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     import click

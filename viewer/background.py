@@ -25,13 +25,12 @@ def default_device() -> str:
 
 
 def render_rgb(gaussians, camera) -> np.ndarray:
-    """Render one Camera -> [H, W, 3] uint8 (black where nothing is drawn)."""
+    """Render one Camera -> [H, W, 3] uint8, over white like the viewer's own background."""
     from splat.render import render_camera
 
     with torch.no_grad():
-        out = render_camera(gaussians, camera)
-    rgb = out.rgb[0].clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
-    return rgb.cpu().numpy()
+        out = render_camera(gaussians, camera, background=torch.ones(3, device=gaussians.device))
+    return out.rgb[0].clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8).cpu().numpy()
 
 
 class BackgroundRenderer:
