@@ -38,6 +38,7 @@ class WarpConfig:
     max_side: int = 256  # render at most this large, then upsample the mask (nearest)
     alpha_threshold: float = 0.5  # render alpha below this = uncovered
     min_hole: float = 0.0  # redraw the camera (up to 8 times) while the hole fraction is below this
+    footprint: float = 0.7  # splat renderer: Gaussian sigma = footprint * pixel size at the point's depth
 
 
 def item_rng(seed: int, stem: str) -> np.random.Generator:
@@ -82,6 +83,13 @@ def render_coverage(src: Camera, depth: np.ndarray, dst: Camera, cfg: WarpConfig
     if len(pts) < 4:
         return np.zeros((dst.height, dst.width), bool)
     g = Gaussians.from_points(pts, np.full_like(pts, 0.5), sh_degree=0)
+    # Size each Gaussian by its pixel's footprint (z / f), not by 3-D neighbours: an isolated point on a noisy
+    # or thin structure would otherwise become a huge blob that covers the disocclusions we are looking for.
+    sigma = depth[valid].astype(np.float64) / src.focal * cfg.footprint
+    with torch.no_grad():
+        g.params["scales"].copy_(
+            torch.from_numpy(np.log(np.maximum(sigma, 1e-6))).float()[:, None].expand(-1, 3)
+        )
     with torch.no_grad():
         out = render_camera(g, dst)
     return out.alpha[0, ..., 0].cpu().numpy() >= cfg.alpha_threshold
