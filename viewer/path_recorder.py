@@ -96,11 +96,11 @@ class PathRecorder:
 
     def save(self, name: str) -> Path:
         """Write the keyframes to directory/name (JSON camera path) and return the path."""
+        path = self.directory / check_path_name(name)
         with self._lock:
             cameras = list(self.keyframes)
         if not cameras:
             raise StitchError("no keyframes to save; press 'Add keyframe' first")
-        path = self.directory / check_path_name(name)
         save_camera_path(cameras, path)
         self.info.content = f"{len(cameras)} keyframes saved to `{path}`."
         return path
