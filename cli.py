@@ -54,6 +54,7 @@ def generate(
         "", "--depth", help="classical | invisible-stitch | mono:HUB_ID | LOCAL_DIR (a completion checkpoint)"
     ),
     model_path: Path | None = typer.Option(None, "--model-path", help="Local folder with model weights."),
+    outpaint_steps: int = typer.Option(0, "--outpaint-steps", help="Diffusion outpainter steps (0: 50)."),
     splat: bool = typer.Option(False, "--splat", help="Also export .splat next to the .ply."),
     spz: bool = typer.Option(False, "--spz", help="Also export .spz next to the .ply."),
     view: bool = typer.Option(False, "--view", help="Watch the scene grow in the browser (viser)."),
@@ -78,6 +79,7 @@ def generate(
         outpainter=outpainter,
         depth_backend=depth_backend,
         model_path=model_path,
+        outpaint_steps=outpaint_steps,
     )
     run_generate(
         config,

@@ -49,6 +49,7 @@ class GenerateConfig:
     sh_degree: int = 3
     depth_file: Path | None = None  # user depth for the first view
     outpainter: str = "classical"
+    outpaint_steps: int = 0  # diffusion outpainter steps (0: its default, 50 as the release)
     depth_backend: str = "classical"
     model_path: Path | None = None
     preset: str = "offline"
@@ -106,6 +107,7 @@ def generate_config_from_cli(
     outpainter: str,
     depth_backend: str,
     model_path: Path | None,
+    outpaint_steps: int = 0,
 ) -> GenerateConfig:
     """Map CLI flags onto a preset; flags left at their defaults keep the preset's values."""
     if preset not in PRESETS:
@@ -128,6 +130,7 @@ def generate_config_from_cli(
         max_side=max_side if max_side != 384 or preset == "offline" else base.max_side,
         depth_file=depth_file,
         outpainter=outpainter or base.outpainter,
+        outpaint_steps=outpaint_steps or base.outpaint_steps,
         depth_backend=depth_backend or base.depth_backend,
         model_path=model_path,
         optim=optim,

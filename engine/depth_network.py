@@ -10,6 +10,7 @@ Any input size works; the output has the input's size.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -91,8 +92,11 @@ class NetworkDepthCompleter:
         dtype: torch.dtype | None = None,
         model_config=None,
     ) -> NetworkDepthCompleter:
-        """The paper's released checkpoint (invisible-stitch.pt, original ZoeDepth naming), a local file."""
-        from completion.model import DepthCompletionModel
+        """The paper's released checkpoint (invisible-stitch.pt, original ZoeDepth naming), a local file.
+
+        The architecture is ZoeD-N (BEiT-L-384) unless `model_config` or a stitch `config.json` beside it
+        says otherwise (original-naming checkpoints of other sizes: fine-tunes, test models)."""
+        from completion.model import MODEL_TYPE, CompletionConfig, DepthCompletionModel
 
         info = (
             checkpoint
@@ -101,6 +105,11 @@ class NetworkDepthCompleter:
         )
         path = Path(info.path)
         folder, filename = (path.parent, path.name) if path.is_file() else (path, "invisible-stitch.pt")
+        sidecar = folder / "config.json"
+        if model_config is None and sidecar.is_file():
+            d = json.loads(sidecar.read_text(encoding="utf-8"))
+            if d.get("model_type") == MODEL_TYPE:
+                model_config = CompletionConfig.from_json_dict(d)
         net = DepthCompletionModel.from_invisible_stitch(str(folder), filename=filename, config=model_config)
         return cls(_place(net, device, dtype), config, info, source="invisible-stitch")
 

@@ -33,7 +33,7 @@ class DiffusionOutpaintConfig:
     guidance_scale: float = 7.5
     negative_prompt: str = ""
     strength: float = 1.0  # 1.0: the masked region starts from pure noise
-    feather_px: int = 4  # seam softening on the filled side; known pixels stay exact either way
+    feather_px: int = 0  # >0: blend into the input inside the mask near the seam (needs real pixels there)
     scheduler: str | None = None  # None: the model's own; or one of SCHEDULERS (dpm: good at ~20-25 steps)
     attention_slicing: bool = False  # lower peak memory on small GPUs, a little slower
     cpu_offload: bool = False  # model CPU offload (needs `accelerate`): fits ~4 GB GPUs

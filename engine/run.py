@@ -44,7 +44,7 @@ def package_versions() -> dict[str, str | None]:
 def build_backends(config: GenerateConfig):
     """Outpainter and depth completer named by the config (learned ones through the model registry)."""
     try:
-        from engine.backends import build_depth_completer, build_outpainter
+        from engine.backends import build_backends as build_from_specs
     except ImportError:  # registry not installed: only the classical defaults exist
         from engine.depth_classical import ClassicalDepthCompleter
         from engine.outpaint import ClassicalOutpainter
@@ -54,9 +54,11 @@ def build_backends(config: GenerateConfig):
                 "learned backends are unavailable in this install; use --preset offline"
             ) from None
         return ClassicalOutpainter(), ClassicalDepthCompleter()
-    outpainter = build_outpainter(config.outpainter, model_path=config.model_path, prompt=config.prompt)
-    completer = build_depth_completer(config.depth_backend, model_path=config.model_path)
-    return outpainter, completer
+    # engine.backends locates every model before loading any: a missing one fails in milliseconds.
+    steps = {"steps": config.outpaint_steps} if config.outpaint_steps > 0 else {}
+    return build_from_specs(
+        config.outpainter, config.depth_backend, model_path=config.model_path, outpainter_options=steps
+    )
 
 
 def cameras_for(config: GenerateConfig, width: int, height: int) -> list[Camera]:
