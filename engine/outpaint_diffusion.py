@@ -72,6 +72,7 @@ class DiffusionOutpainter:
     """`Outpainter` on a diffusers inpainting pipeline. Build with `from_pretrained` or engine.backends."""
 
     name = "diffusion"
+    needs_prompt = True  # text-conditioned: without a prompt the new content is generic
 
     def __init__(
         self,
