@@ -154,8 +154,8 @@ def _unpack_rot_v3(codes: np.ndarray) -> np.ndarray:
 
 def _quantise_sh(x: np.ndarray, bits: int) -> np.ndarray:
     bucket = 1 << (8 - bits)
-    q = np.rint(x * 128.0) + 128.0
-    q = np.floor((q + bucket // 2) / bucket) * bucket
+    q = np.rint(np.clip(x, -2.0, 2.0) * 128.0).astype(np.int32) + 128  # beyond +-2 clips to 0/255 anyway
+    q = (q + bucket // 2) // bucket * bucket
     return np.clip(q, 0, 255).astype(np.uint8)
 
 
@@ -190,7 +190,7 @@ def encode_spz(
     q_xyzw = np.concatenate([q[:, 1:] * axis_flip, q[:, :1]], axis=1)
     rotations = _pack_rot_v3(q_xyzw) if version >= 3 else _pack_rot_v2(q_xyzw)
 
-    sh = scene.shN.astype(np.float64) * sh_flip[:, None]
+    sh = scene.shN * sh_flip[:, None].astype(np.float32)
     sh_q = np.concatenate([_quantise_sh(sh[:, :3], sh_bits[0]), _quantise_sh(sh[:, 3:], sh_bits[1])], axis=1)
 
     header = HEADER.pack(MAGIC, version, n, scene.sh_degree, bits, 0, 0)
