@@ -168,6 +168,8 @@ def main() -> None:
             err=True,
         )
         sys.exit(2)
+    if code == 130:  # typer turns Ctrl-C into exit code 130 without a word
+        typer.echo("interrupted; finished views are saved, continue with --resume RUN_DIR", err=True)
     sys.exit(code if isinstance(code, int) else 0)
 
 
