@@ -6,13 +6,14 @@
 
 All writes are atomic (temp file in the same directory, fsync, os.replace). Every problem with a file
 (missing, truncated, lying header, wrong property types, NaN/Inf values, unknown suffix) raises
-`SceneFileError`, a ValueError whose message starts with the path. NaN/Inf values are always rejected,
-on load and on save: such Gaussians render as garbage and poison training, so we refuse them loudly
-instead of passing them on.
+`SceneFileError` (a StitchError, so a ValueError) whose one-line message starts with the path.
+NaN/Inf values are always rejected, on load and on save: such Gaussians render as garbage and poison
+training, so we refuse them loudly instead of passing them on.
 
 Axes: every format holds the scene's own frame (stitch uses OpenCV axes, x right, y down, z forward,
-like 3DGS training output), which is what SuperSplat, splat-transform and Spark expect of all three;
-`save_scene(g, "x.spz", axes="rub")` writes the y-up/z-back frame the spz README describes instead.
+like 3DGS training output). That is how PlayCanvas splat-transform (SuperSplat's converter) reads and
+writes all three, checked by converting our files with it; `save_scene(g, "x.spz", axes="rub")` writes
+the y-up/z-back frame the spz README describes instead.
 """
 
 from __future__ import annotations

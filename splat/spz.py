@@ -18,9 +18,9 @@ stream count, bytes 16..19 = table-of-contents offset), optional extension recor
 (u64 compressed, u64 uncompressed) sizes and one zstd stream per attribute block above.
 
 Axes. The spz README says spz "stores RUB" (x right, y up, z back: OpenGL / three.js), but its reference
-library only converts when the caller names a source frame: its own ply_to_spz tool, PlayCanvas
-splat-transform / SuperSplat and Spark all write and read the bytes raw, in the frame of the source
-.ply. We follow that practice by default (`axes="ply"`): positions, rotations and SH are stored in the
+library only converts when the caller names a source frame: its own ply_to_spz tool and PlayCanvas
+splat-transform (SuperSplat's converter) write and read the bytes raw, in the frame of the source .ply.
+We follow that practice by default (`axes="ply"`): positions, rotations and SH are stored in the
 scene's own frame (stitch: RDF, OpenCV axes), so an exported .spz shows exactly like our .ply in those
 viewers. `axes="rub"` flips y and z (a 180-degree turn about x: positions and the quaternion's y, z
 change sign, as do the SH coefficients odd in y or z) for consumers that expect the README's RUB frame.
@@ -376,6 +376,7 @@ def read_spz_blocks(path: PathLike) -> tuple[dict, bytes]:
 
 def read_spz(path: PathLike, axes: str = "ply") -> tuple[dict, SceneArrays]:
     """(header fields, SceneArrays) of a .spz file."""
+    _flips(axes, 0, path)  # reject a bad `axes` before reading anything
     info, blocks = read_spz_blocks(path)
     scene = decode_spz(
         blocks, info["version"], info["count"], info["sh_degree"], info["fractional_bits"], axes=axes
