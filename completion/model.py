@@ -180,14 +180,39 @@ class DepthCompletionModel(nn.Module):
                 f"{zcfg.backbone_config.num_channels}; use from_monocular() to widen a 3-channel model"
             )
         self.zoe = ZoeDepthForDepthEstimation(zcfg)
+        self._spread_seed_bins()
+
+    def _spread_seed_bins(self) -> None:
+        """A fresh random ZoeDepth starts with every bin centre at softplus(0) = 0.69 m (its regressor
+        output is ~0), so its depth is a constant that moves very slowly. Spread the seed bins over the
+        output range instead (checkpoints loaded afterwards overwrite this)."""
+        head = getattr(self.zoe, "metric_head", None)
+        reg = getattr(head, "seed_bin_regressor", None)
+        if reg is None or getattr(reg, "bin_centers_type", "") != "softplus":
+            return
+        conv = reg.conv2
+        n = conv.out_channels
+        lo, hi = self.config.min_depth, self.config.max_depth
+        centres = torch.linspace(lo + (hi - lo) / (2 * n), hi - (hi - lo) / (2 * n), n)
+        with torch.no_grad():
+            conv.bias.copy_(centres + torch.log(-torch.expm1(-centres)))  # softplus^-1
 
     # --- construction ------------------------------------------------------------------------------
 
     @classmethod
     def tiny(cls, seed: int = 0, net_size: tuple[int, int] | None = None, **kw) -> DepthCompletionModel:
-        """A tiny random model for tests and smoke runs (runs in milliseconds on CPU)."""
+        """A tiny random model for tests and smoke runs (runs in milliseconds on CPU).
+
+        Its conv/linear weights are unit-gain normal (std 1/sqrt(fan_in)): with transformers' default small
+        init a random ZoeDepth outputs a constant map and trains very slowly from scratch."""
         torch.manual_seed(seed)
-        return cls(CompletionConfig(zoedepth=tiny_zoedepth_dict(**kw), net_size=net_size))
+        model = cls(CompletionConfig(zoedepth=tiny_zoedepth_dict(**kw), net_size=net_size))
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+                    nn.init.normal_(m.weight, std=(1.0 / m.weight[0].numel()) ** 0.5)
+            model._spread_seed_bins()
+        return model
 
     @classmethod
     def paper_config(cls, net_size: tuple[int, int] | None = (384, 512)) -> CompletionConfig:

@@ -75,6 +75,9 @@ class TrainConfig:
     val_rgbd: str = ""  # held-out RGB-D folder for the benchmark metric ("" = no validation)
     val_max_pairs: int = 4
     val_gap: int | None = None
+    val_renderer: str = (
+        "auto"  # partial depth for validation: auto/splat (Gaussians) | points (fast z-buffer)
+    )
 
 
 def _to_tuple(v):
@@ -174,10 +177,29 @@ def build_model(cfg: TrainConfig) -> DepthCompletionModel:
     return DepthCompletionModel.from_monocular(cfg.model, net_size=size or tuple(cfg.data.size))
 
 
+def freeze_unused(model: DepthCompletionModel, device: torch.device) -> list[str]:
+    """Freeze parameters the forward pass never uses (transformers' first fusion layer has a residual unit it
+    skips): found by one small probe pass. DDP then needs no find_unused_parameters, and one process and
+    several processes update exactly the same parameters."""
+    m = model.size_multiple
+    x = torch.rand(1, 3, 2 * m, 2 * m, device=device)
+    d = torch.rand(1, 1, 2 * m, 2 * m, device=device)
+    model.zero_grad(set_to_none=True)
+    model(x, d, d > 0.5).mean().backward()
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    for n, p in model.named_parameters():
+        if n in unused:
+            p.requires_grad_(False)
+    model.zero_grad(set_to_none=True)
+    return unused
+
+
 def build_optimizer(model: DepthCompletionModel, cfg: TrainConfig) -> torch.optim.Optimizer:
+    enc = [p for p in model.encoder_parameters() if p.requires_grad]
+    dec = [p for p in model.decoder_parameters() if p.requires_grad]
     groups = [
-        {"params": model.encoder_parameters(), "lr": cfg.lr / cfg.encoder_lr_factor, "name": "encoder"},
-        {"params": model.decoder_parameters(), "lr": cfg.lr, "name": "decoder"},
+        {"params": enc, "lr": cfg.lr / cfg.encoder_lr_factor, "name": "encoder"},
+        {"params": dec, "lr": cfg.lr, "name": "decoder"},
     ]
     return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
@@ -326,6 +348,7 @@ def fit(cfg: TrainConfig, resume: bool = False) -> dict:
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg).to(device).train()
+    freeze_unused(model, device)
     opt = build_optimizer(model, cfg)
     sched = build_scheduler(opt, cfg, total)
     amp_dtype = _amp_dtype(cfg, device)
@@ -345,14 +368,15 @@ def fit(cfg: TrainConfig, resume: bool = False) -> dict:
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [device.index] if device.type == "cuda" else None
-        # find_unused_parameters: transformers' first fusion layer has a residual unit it never calls
-        net = DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+        net = DistributedDataParallel(model, device_ids=ids)
 
     val_samples = []
     if cfg.val_rgbd and info.main:
         from completion.evaluate import rgbd_val_samples
 
-        val_samples = rgbd_val_samples(cfg.val_rgbd, cfg.val_max_pairs, cfg.val_gap, seed=cfg.seed)
+        val_samples = rgbd_val_samples(
+            cfg.val_rgbd, cfg.val_max_pairs, cfg.val_gap, renderer=cfg.val_renderer, seed=cfg.seed
+        )
 
     first_loss = last_loss = float("nan")
     val_scores: dict = {}
