@@ -196,9 +196,10 @@ def thumbnail(image: np.ndarray, max_width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(img).resize(size, Image.Resampling.BOX))
 
 
-def overview_pose(camera: Camera, back: float = 0.8, lift: float = 0.3, ahead: float = 3.0) -> ViserPose:
-    """A view from just behind and above `camera`, looking `ahead` along its axis: shows the frusta and
-    what they see. Distances are in scene units (metres for stitch scenes)."""
+def overview_pose(camera: Camera, depth: float = 3.0) -> ViserPose:
+    """A view from behind and above `camera`, looking along its axis at the scene `depth` ahead (the
+    scene's typical distance): shows the frusta and what they see."""
+    back, lift, ahead = 0.35 * depth, 0.15 * depth, depth
     pose = camera_to_viser(camera)
     R = quats_to_matrices(pose.wxyz[None])[0]
     forward, down = R[:, 2], R[:, 1]

@@ -45,6 +45,7 @@ class SceneSync:
         self.images: dict[int, np.ndarray] = {}  # thumbnails shown on frusta
         self.current: int = -1
         self.frustum_scale = 0.25
+        self.depth = 3.0  # median distance of the Gaussians from the first camera, once there are some
         self.total_splats = 0
         self.shown_splats = 0
         self.splats_visible = True
@@ -77,7 +78,8 @@ class SceneSync:
                 old.remove()
             self.splat_handles = handles
         if self.cameras and len(splats):
-            self._fit_frusta(splats.centers)
+            self.depth = scene_radius(splats.centers, self.cameras[0].center) or self.depth
+            self._fit_frusta()
 
     def set_splats_visible(self, visible: bool) -> None:
         self.splats_visible = visible
@@ -129,7 +131,8 @@ class SceneSync:
             fov=pose.fov,
             aspect=pose.aspect,
             scale=self.frustum_scale,
-            thickness=self.frustum_scale * 0.03,
+            thickness=2.0,
+            thickness_units="screen",
             color=self._color(index),
             image=self.images.get(index),
             format="jpeg",
@@ -143,12 +146,9 @@ class SceneSync:
             handle.on_click(lambda event, i=index: callback(i, event.client))
         self.frustum_handles[index] = handle
 
-    def _fit_frusta(self, centers: np.ndarray) -> None:
+    def _fit_frusta(self) -> None:
         """Size frusta to a tenth of the scene's depth once the scene exists (redrawn on big changes only)."""
-        radius = scene_radius(centers, self.cameras[0].center)
-        if radius <= 0:
-            return
-        scale = float(np.clip(0.1 * radius, 1e-3, 1e3))
+        scale = float(np.clip(0.1 * self.depth, 1e-3, 1e3))
         if abs(np.log(scale / self.frustum_scale)) > np.log(1.5):
             self.frustum_scale = scale
             for i in list(self.frustum_handles):

@@ -103,6 +103,7 @@ class LiveViewer:
         self._received = 0  # events taken in by callback()
         self._applied = 0  # events whose state the worker has drawn
         self.errors = 0  # draw failures swallowed by the worker (logged)
+        self._framed = False  # browsers moved to the overview at the scene's real depth
 
         self.panel = StatusPanel(self.server, cfg.panel_title)
         self.scene = SceneSync(self.server, cfg.max_splats, cfg.chunk_size, cfg.thumbnail_width)
@@ -247,15 +248,16 @@ class LiveViewer:
                 self.recorder.size = (p.cameras[0].width, p.cameras[0].height)
                 self.view_dropdown.options = tuple(f"view {i}" for i in range(len(p.cameras))) or ("-",)
                 if first:
-                    self._look_from_behind(p.cameras[0])
+                    self._look_from_behind()
             if p.images:
                 self.scene.show_images(p.images)
             if p.current is not None:
                 self.scene.set_current(p.current)
 
-    def _look_from_behind(self, camera: Camera) -> None:
-        """New and already connected browsers start just behind the photo's camera, looking into the scene."""
-        pose = overview_pose(camera)
+    def _look_from_behind(self) -> None:
+        """New and already connected browsers start behind the photo's camera, looking into the scene; once
+        the first Gaussians show how deep the scene is, once more at that scale."""
+        pose = overview_pose(self.scene.cameras[0], self.scene.depth)
         initial = self.server.initial_camera
         initial.position, initial.look_at = pose.position, pose.look_at
         initial.up, initial.fov = pose.up, pose.fov
@@ -270,6 +272,9 @@ class LiveViewer:
         splats = gaussians_to_splats(tensors)
         with self._scene_lock:
             self.scene.show_splats(splats)
+            if not self._framed and self.scene.cameras and len(splats):
+                self._framed = True
+                self._look_from_behind()
         self.background.set_gaussians(tensors)
         self._update_stats()
         if self.background.enabled:
