@@ -12,13 +12,13 @@ from scipy.spatial.transform import Rotation
 from engine.cameras import Camera, load_camera_path, look_at, project_points, save_camera_path, trajectory
 from splat.gaussians import Gaussians
 from viewer.convert import (
-    budget_subset,
     camera_from_viser,
     camera_to_viser,
     chunk_slices,
     gaussians_to_splats,
     matrix_to_quat,
     overview_pose,
+    preview_splats,
     quats_to_matrices,
     thumbnail,
 )
@@ -67,17 +67,19 @@ def test_quaternion_helpers_round_trip_including_half_turns():
 
 
 def test_budget_keeps_at_most_the_budget_and_widens_kept_splats():
-    splats = gaussians_to_splats(_random_gaussians(1000).tensors())
-    assert budget_subset(splats, 5000) is splats
-    small = budget_subset(splats, 250)
-    assert len(small) == 250
-    rows = {tuple(c) for c in splats.centers.tolist()}
-    assert all(tuple(c) in rows for c in small.centers.tolist())
-    # 1 in 4 kept -> each kept footprint covers 4x the area (covariance x 4).
-    idx = [np.flatnonzero((splats.centers == c).all(axis=1))[0] for c in small.centers[:5]]
-    np.testing.assert_allclose(small.covariances[:5], splats.covariances[idx] * 4.0, rtol=1e-6)
+    tensors = _random_gaussians(1000).tensors()
+    full = gaussians_to_splats(tensors)
+    same, total = preview_splats(tensors, 5000)
+    assert total == 1000 and len(same) == 1000
+    small, total = preview_splats(tensors, 250)
+    assert total == 1000 and len(small) == 250
+    idx = [int(np.flatnonzero((full.centers == c).all(axis=1))[0]) for c in small.centers]
+    assert len(set(idx)) == 250  # a sample of the scene's own splats, no duplicates
+    # 1 in 4 kept -> each kept footprint covers 4x the area (covariance x 4); colours untouched.
+    np.testing.assert_allclose(small.covariances, full.covariances[idx] * 4.0, rtol=1e-6, atol=1e-12)
+    np.testing.assert_array_equal(small.rgbs, full.rgbs[idx])
     with pytest.raises(ValueError, match="budget"):
-        budget_subset(splats, 0)
+        preview_splats(tensors, 0)
 
 
 def test_chunks_cover_every_splat_once():

@@ -104,10 +104,10 @@ def test_callback_never_waits_for_a_busy_viewer_and_only_the_newest_scene_is_dra
         drawn: list[int] = []
         original = viewer.scene.show_splats
 
-        def slow_show(splats):
+        def slow_show(splats, total):
             release.wait(20)  # a browser-bound draw that takes "forever"
-            drawn.append(len(splats))
-            original(splats)
+            drawn.append(total)
+            original(splats, total)
 
         viewer.scene.show_splats = slow_show
         viewer.callback(PipelineEvent("view_finished", 0, 3, gaussians=g.tensors()))
@@ -135,11 +135,11 @@ def test_a_failing_draw_is_logged_and_the_next_update_still_shows(photo):
         original = viewer.scene.show_splats
         calls = []
 
-        def flaky(splats):
+        def flaky(splats, total):
             calls.append(1)
             if len(calls) == 1:
                 raise RuntimeError("browser went away mid-send")
-            original(splats)
+            original(splats, total)
 
         viewer.scene.show_splats = flaky
         viewer.callback(PipelineEvent("view_finished", 0, 1, gaussians=g.tensors()))

@@ -90,34 +90,34 @@ def gaussians_to_splats(tensors: Mapping) -> SplatArrays:
         raise ValueError(f"Gaussian snapshot lacks {', '.join(missing)}; pass Gaussians.tensors()")
     means = _numpy(tensors["means"]).reshape(-1, 3)
     n = len(means)
-    scales = np.exp(_numpy(tensors["scales"]).reshape(n, 3).astype(np.float64))
-    rot = quats_to_matrices(_numpy(tensors["quats"]).reshape(n, 4))  # [N, 3, 3]
+    # float32 is plenty: viser ships covariances to the browser as float16.
+    scales = np.exp(_numpy(tensors["scales"]).reshape(n, 3))
+    rot = quats_to_matrices(_numpy(tensors["quats"]).reshape(n, 4)).astype(np.float32)  # [N, 3, 3]
     M = rot * scales[:, None, :]  # R S: column j scaled by s_j
-    cov = M @ np.swapaxes(M, 1, 2)
-    rgb = np.clip(0.5 + SH_C0 * _numpy(tensors["sh0"]).reshape(n, 3), 0.0, 1.0)
-    opacity = 1.0 / (1.0 + np.exp(-_numpy(tensors["opacities"]).reshape(n, 1).astype(np.float64)))
-    return SplatArrays(
-        means.astype(np.float32), cov.astype(np.float32), rgb.astype(np.float32), opacity.astype(np.float32)
-    )
+    cov = np.matmul(M, np.swapaxes(M, 1, 2))
+    rgb = np.clip(0.5 + np.float32(SH_C0) * _numpy(tensors["sh0"]).reshape(n, 3), 0.0, 1.0)
+    opacity = 1.0 / (1.0 + np.exp(-_numpy(tensors["opacities"]).reshape(n, 1)))
+    return SplatArrays(means, cov, rgb.astype(np.float32), opacity.astype(np.float32))
 
 
-def budget_subset(splats: SplatArrays, budget: int, seed: int = 0) -> SplatArrays:
-    """At most `budget` splats: a seeded uniform sample, each kept splat widened to fill the gaps.
+def preview_splats(tensors: Mapping, budget: int, seed: int = 0) -> tuple[SplatArrays, int]:
+    """The splats to send the browser: all of them, or a seeded uniform sample of `budget` -> (splats, total).
 
-    Generated scenes are surfaces seeded one Gaussian per pixel, so keeping 1 in k leaves holes; scaling
-    the covariance by k (the footprint area by k) covers them again. The factor is capped at 4 so a very
-    large scene turns blurry rather than into huge blobs. A preview, not the scene: the server-side
-    render shows the full one.
+    Only the sample is converted. Generated scenes are surfaces seeded one Gaussian per pixel, so keeping
+    1 in k leaves holes; scaling each kept covariance by k (its footprint area by k) covers them again. The
+    factor is capped at 4 so a very large scene turns blurry rather than into huge blobs. A preview, not the
+    scene: the server-side render shows the full one.
     """
-    n = len(splats)
     if budget <= 0:
         raise ValueError(f"splat budget must be positive, got {budget}")
+    n = int(np.shape(tensors["means"])[0]) if "means" in tensors else 0
     if n <= budget:
-        return splats
+        return gaussians_to_splats(tensors), n
     keep = np.sort(np.random.default_rng(seed).choice(n, size=budget, replace=False))
-    out = splats.subset(keep)
-    widen = min(n / budget, 4.0)
-    return SplatArrays(out.centers, out.covariances * np.float32(widen), out.rgbs, out.opacities)
+    sample = {k: _numpy(v)[keep] for k, v in tensors.items() if k != "shN"}
+    splats = gaussians_to_splats(sample)
+    splats.covariances *= np.float32(min(n / budget, 4.0))
+    return splats, n
 
 
 def chunk_slices(n: int, chunk_size: int) -> list[slice]:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from engine.cameras import Camera
-from viewer.convert import SplatArrays, budget_subset, camera_to_viser, chunk_slices, thumbnail
+from viewer.convert import SplatArrays, camera_to_viser, chunk_slices, thumbnail
 
 SPLAT_ROOT = "/scene/splats"
 CAMERA_ROOT = "/cameras"
@@ -53,10 +53,10 @@ class SceneSync:
         self.on_camera_click: Callable[[int, object], None] | None = None
 
     # --- Gaussians --------------------------------------------------------------------------------
-    def show_splats(self, splats: SplatArrays) -> None:
-        """Replace the drawn Gaussians with `splats` (subsampled to the budget, in chunks)."""
-        self.total_splats = len(splats)
-        preview = budget_subset(splats, self.max_splats)
+    def show_splats(self, preview: SplatArrays, total: int) -> None:
+        """Replace the drawn Gaussians with `preview` (at most the budget; see preview_splats), in chunks;
+        `total` is the scene's full size."""
+        self.total_splats = total
         self.shown_splats = len(preview)
         slices = chunk_slices(len(preview), self.chunk_size)
         with self.server.atomic():
@@ -77,8 +77,8 @@ class SceneSync:
             for old in self.splat_handles[len(handles) :]:
                 old.remove()
             self.splat_handles = handles
-        if self.cameras and len(splats):
-            self.depth = scene_radius(splats.centers, self.cameras[0].center) or self.depth
+        if self.cameras and len(preview):
+            self.depth = scene_radius(preview.centers, self.cameras[0].center) or self.depth
             self._fit_frusta()
 
     def set_splats_visible(self, visible: bool) -> None:

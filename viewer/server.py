@@ -27,7 +27,7 @@ from engine.cameras import Camera
 from engine.errors import StitchError
 from engine.events import PipelineEvent
 from viewer.background import BackgroundRenderer, default_device
-from viewer.convert import gaussians_to_splats, overview_pose
+from viewer.convert import overview_pose, preview_splats
 from viewer.panel import Progress, StatusPanel, progress_of, splat_stats
 from viewer.path_recorder import PathRecorder, fly_to
 from viewer.scene import SceneSync
@@ -269,9 +269,9 @@ class LiveViewer:
                 client.camera.fov = pose.fov
 
     def _apply_gaussians(self, tensors: Mapping) -> None:
-        splats = gaussians_to_splats(tensors)
+        splats, total = preview_splats(tensors, self.config.max_splats)
         with self._scene_lock:
-            self.scene.show_splats(splats)
+            self.scene.show_splats(splats, total)
             if not self._framed and self.scene.cameras and len(splats):
                 self._framed = True
                 self._look_from_behind()
