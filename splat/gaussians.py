@@ -175,9 +175,7 @@ class Gaussians(torch.nn.Module):
         return Gaussians(self.tensors())
 
     # --- editing that keeps optimisers consistent ---------------------------------------------------
-    def extend(
-        self, other: Gaussians, optimizers: Mapping[str, torch.optim.Optimizer] | None = None
-    ) -> None:
+    def extend(self, other: Gaussians, optimizers: Mapping[str, torch.optim.Optimizer] | None = None) -> None:
         """Append `other`'s Gaussians; new optimiser moments for them start at zero."""
         if other.sh_degree != self.sh_degree:
             raise ValueError(f"cannot extend degree {self.sh_degree} Gaussians with degree {other.sh_degree}")

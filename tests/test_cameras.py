@@ -69,7 +69,9 @@ def test_paper_trajectories():
     assert len(trajectory("360", 720, 480)) == 13 == len(FULL_360_YAWS)
     # +25 degrees yaw turns right: the optical axis points towards +x, the centre stays at the origin.
     forward = stage[1].camera_to_world[:3, 2]
-    np.testing.assert_allclose(forward, [math.sin(math.radians(25)), 0, math.cos(math.radians(25))], atol=1e-12)
+    np.testing.assert_allclose(
+        forward, [math.sin(math.radians(25)), 0, math.cos(math.radians(25))], atol=1e-12
+    )
     np.testing.assert_allclose(stage[1].center, 0, atol=1e-12)
     assert FULL_360_YAWS[-2:] == (272.5, 316.25)
 

@@ -56,7 +56,15 @@ def test_extend_and_prune_keep_optimiser_state_consistent():
 
 def test_bad_shapes_are_rejected():
     with pytest.raises(ValueError, match="shape"):
-        Gaussians({"means": torch.zeros(3, 3), "scales": torch.zeros(3, 2), "quats": torch.zeros(3, 4),
-                   "opacities": torch.zeros(3), "sh0": torch.zeros(3, 1, 3), "shN": torch.zeros(3, 0, 3)})
+        Gaussians(
+            {
+                "means": torch.zeros(3, 3),
+                "scales": torch.zeros(3, 2),
+                "quats": torch.zeros(3, 4),
+                "opacities": torch.zeros(3),
+                "sh0": torch.zeros(3, 1, 3),
+                "shN": torch.zeros(3, 0, 3),
+            }
+        )
     with pytest.raises(ValueError, match="SH degree"):
         Gaussians.empty(sh_degree=4)
