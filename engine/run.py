@@ -177,7 +177,7 @@ def run_generate(
 
         viewer = start_live_viewer(host=host, port=port)
         callbacks.append(viewer.callback)
-        print(f"viewer: http://{host}:{port}", file=sys.stderr)
+        print(f"viewer: {viewer.url}", file=sys.stderr)
 
     torch.manual_seed(config.seed)
     np.random.seed(config.seed % (2**32))
