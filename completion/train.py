@@ -51,6 +51,7 @@ class TrainConfig:
         "tiny"  # "tiny" | "paper" (random ZoeD-N sized) | a save_pretrained folder | a ZoeDepth hub id
     )
     net_size: tuple[int, int] | None = None  # network resolution for new models (None: the crop size)
+    model_kwargs: dict = field(default_factory=dict)  # "tiny" only: hidden, layers, patch, n_bins
     batch_size: int = 12  # per process
     epochs: int = 5
     max_steps: int | None = None  # overrides epochs when set
@@ -167,7 +168,7 @@ class StepSampler(Sampler[list[int]]):
 def build_model(cfg: TrainConfig) -> DepthCompletionModel:
     size = tuple(cfg.net_size) if cfg.net_size is not None else None
     if cfg.model == "tiny":
-        return DepthCompletionModel.tiny(seed=cfg.seed, net_size=size)
+        return DepthCompletionModel.tiny(seed=cfg.seed, net_size=size, **cfg.model_kwargs)
     if cfg.model == "paper":
         torch.manual_seed(cfg.seed)
         return DepthCompletionModel(DepthCompletionModel.paper_config(net_size=size or tuple(cfg.data.size)))
