@@ -155,7 +155,7 @@ class MarigoldTeacher:
         self.device = _device(device)
         dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         try:
-            self.pipe = MarigoldDepthPipeline.from_pretrained(model_id, torch_dtype=dtype, revision=revision)
+            self.pipe = MarigoldDepthPipeline.from_pretrained(model_id, dtype=dtype, revision=revision)
         except OSError as exc:
             raise ModelUnavailableError(
                 f"Marigold teacher {model_id!r} is not available ({exc.__class__.__name__}); download it on"

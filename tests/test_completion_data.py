@@ -174,3 +174,66 @@ def test_known_mse_and_batch_mean_split_exactly():
         completion_loss(pred[s], {k2: v[s] for k2, v in batch.items()})[0] for s in (slice(0, 2), slice(2, 4))
     ]
     torch.testing.assert_close(whole, (halves[0] + halves[1]) / 2)  # what DDP's gradient averaging needs
+
+
+def test_marigold_teacher_through_diffusers_pipeline(tmp_path):
+    """The paper's teacher class (diffusers MarigoldDepthPipeline), tiny and random, loaded from a folder."""
+    from diffusers import AutoencoderKL, DDIMScheduler, MarigoldDepthPipeline, UNet2DConditionModel
+    from tiny_learned_models import _tiny_clip_tokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from completion.teacher import load_teacher
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        sample_size=16,
+        in_channels=8,  # image latent + depth latent
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=16,
+        attention_head_dim=4,
+        norm_num_groups=4,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=[8, 16],
+        down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=32,
+    )
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+            hidden_size=16,
+            intermediate_size=24,
+            num_attention_heads=2,
+            num_hidden_layers=1,
+            vocab_size=64,
+            max_position_embeddings=16,
+            projection_dim=16,
+        )
+    )
+    scheduler = DDIMScheduler(beta_schedule="scaled_linear", prediction_type="v_prediction", steps_offset=1)
+    MarigoldDepthPipeline(
+        unet=unet,
+        vae=vae,
+        scheduler=scheduler,
+        text_encoder=text,
+        tokenizer=_tiny_clip_tokenizer(),
+        prediction_type="depth",
+        scale_invariant=True,
+        shift_invariant=True,
+        default_denoising_steps=2,
+        default_processing_resolution=32,
+    ).save_pretrained(tmp_path / "marigold")
+    teacher = load_teacher(f"marigold:{tmp_path / 'marigold'}")
+    image = np.random.default_rng(0).random((40, 60, 3)).astype(np.float32)
+    depth = teacher(image)
+    assert teacher.kind == "relative" and depth.shape == (40, 60)
+    assert depth.min() >= 1.0 and depth.max() <= 10.0 + 1e-4 and depth.std() > 0.1
