@@ -7,42 +7,59 @@ The compositing rule is gsplat 1.5.3's, so CPU and CUDA images agree:
 - a pixel stops (excluding the Gaussian that would do it) once its transmittance would drop to <= 1e-4;
 - colour = sum_i c_i alpha_i T_i + T_final * background, returned alpha = 1 - T_final.
 
-How it is fast: Gaussians are binned into 16x16 tiles in depth order (one stable sort per camera, then a
-counting fill, so every tile list comes out sorted); tiles are independent, so numba runs them in parallel
-threads. Per tile, each Gaussian only visits the pixels inside its screen-space bounding box; the tile stops
-as soon as every pixel is saturated. The backward pass walks each tile back to front, recovering the
-transmittance by division (T_i = T_{i+1} / (1 - alpha_i)) as gsplat does, and writes one gradient row per
-(tile, Gaussian) intersection, summed per Gaussian afterwards, so threads never write to the same memory.
-Kernels are generic over float32/float64; numba caches the compiled code on disk after the first call.
+How it is fast (each step chosen by measurement, see benchmarks/bench_render.py):
+- Gaussians are binned into 16x16 tiles in depth order: one stable sort per camera, then a counting fill,
+  so every tile's list comes out sorted. Tiles are independent, so numba runs them on parallel threads.
+- Within a tile, a Gaussian is composited onto whole 16-pixel rows at once (only the rows its bounding box
+  touches, skipping rows that are already saturated), written without branches so LLVM turns each row
+  into SIMD instructions, the way a GPU warp runs a tile. exp() is computed with arithmetic only (exponent
+  bits + a degree-7 polynomial, relative error < 1e-7) because a libm call would stop vectorisation.
+- The backward pass walks each tile back to front, recovering the transmittance by division
+  (T_i = T_{i+1} / (1 - alpha_i)) as gsplat does, accumulates per-lane partial sums, and writes one
+  gradient row per (tile, Gaussian) intersection; rows are summed per Gaussian afterwards, so threads never
+  write to the same memory.
+Kernels are generic over float32/float64 and composite 4 channels at a time (RGB + depth in render());
+numba caches the compiled machine code on disk after the first call.
 """
 
 from __future__ import annotations
 
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
 import torch
-from numba import prange
 from torch import Tensor
 
-TILE_SIZE = 16
+TILE = 16  # tile side in pixels; a tile row is one SIMD-friendly 16-lane loop
+CHANNELS = 4  # the kernels composite this many channels at once; rasterize() splits or pads to it
 
-# numba compiles these once per dtype and caches machine code next to this file (or in the user cache).
-_jit = numba.njit(cache=True, nogil=True, fastmath=False)
-_pjit = numba.njit(cache=True, nogil=True, parallel=True, fastmath=False)
+_FAST = {"contract", "nsz", "arcp", "afn", "reassoc"}  # no nnan/ninf: masks below rely on NaN compares
+_jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+_vjit = numba.njit(cache=True, nogil=True, fastmath=_FAST, error_model="numpy")
+
+# 2^f on [0, 1): Chebyshev fit of degree 7 (relative error 5.6e-11 in float64, < 1e-7 in float32).
+_EXP2_POLY = (
+    0.9999999999438559, 0.6931471877102505, 0.24022635776944545, 0.05550529197915104,
+    0.009613535728324879, 0.0013429810764820297, 0.00014299400872360777, 2.165172542013508e-05,
+)  # fmt: skip
 
 
 def _constants(dtype: np.dtype) -> np.ndarray:
-    # half, alpha threshold, alpha clamp, transmittance stop, one, zero; typed so float32 kernels stay float32
-    return np.array([0.5, 1.0 / 255.0, 0.999, 1e-4, 1.0, 0.0], dtype=dtype)
+    """Kernel constants in the kernel's float type (a float64 literal would turn float32 maths into float64):
+    half, alpha threshold, alpha clamp, transmittance stop, one, zero, -log2(e), lowest exponent, poly."""
+    return np.array(
+        [0.5, 1.0 / 255.0, 0.999, 1e-4, 1.0, 0.0, -1.4426950408889634, -126.0, *_EXP2_POLY], dtype
+    )
 
 
 # --------------------------------------------------------------------------------------------------------
 # binning
 # --------------------------------------------------------------------------------------------------------
 @_jit
-def _tile_rects(means2d, radii, tile_size, tiles_x, tiles_y):
+def _tile_rects(means2d, radii, tiles_x, tiles_y):
     """Per camera and Gaussian, the tile range [tx0, tx1) x [ty0, ty1) its bounding box touches."""
     C, N = radii.shape[0], radii.shape[1]
     rects = np.zeros((C, N, 4), np.int64)
@@ -52,14 +69,12 @@ def _tile_rects(means2d, radii, tile_size, tiles_x, tiles_y):
             ry = radii[c, g, 1]
             if rx <= 0 or ry <= 0:
                 continue
-            mx = means2d[c, g, 0] / tile_size
-            my = means2d[c, g, 1] / tile_size
-            fx = rx / tile_size
-            fy = ry / tile_size
-            rects[c, g, 0] = min(max(0, math.floor(mx - fx)), tiles_x)
-            rects[c, g, 1] = min(max(0, math.ceil(mx + fx)), tiles_x)
-            rects[c, g, 2] = min(max(0, math.floor(my - fy)), tiles_y)
-            rects[c, g, 3] = min(max(0, math.ceil(my + fy)), tiles_y)
+            mx = means2d[c, g, 0] / TILE
+            my = means2d[c, g, 1] / TILE
+            rects[c, g, 0] = min(max(0, math.floor(mx - rx / TILE)), tiles_x)
+            rects[c, g, 1] = min(max(0, math.ceil(mx + rx / TILE)), tiles_x)
+            rects[c, g, 2] = min(max(0, math.floor(my - ry / TILE)), tiles_y)
+            rects[c, g, 3] = min(max(0, math.ceil(my + ry / TILE)), tiles_y)
     return rects
 
 
@@ -90,220 +105,252 @@ def _bin(rects, order, tiles_x, tiles_y):
 
 
 # --------------------------------------------------------------------------------------------------------
-# forward
+# shared per-pixel maths (inlined; forward and backward must round identically)
 # --------------------------------------------------------------------------------------------------------
 @_jit
-def _pixel_span(m, r, lo, hi):
-    """Pixels p in [lo, hi) whose centre p + 0.5 can lie within r of m (one pixel of slack each side)."""
-    a = max(lo, math.floor(m - r) - 1)
-    b = min(hi, math.ceil(m + r) + 1)
-    return a, b
+def _exp_consts(k):
+    """The exp constants as a tuple: values held in registers, not loads that might alias the tile state
+    (with loads from `k` inside the pixel loop LLVM gives up vectorising the backward pass: 5x slower)."""
+    return (k[6], k[7], k[8], k[9], k[10], k[11], k[12], k[13], k[14], k[15])
+
+
+@_vjit
+def _exp_neg(s, e):
+    """exp(-s) with arithmetic only: 2^y = 2^floor(y) (exponent bits) * 2^frac(y) (polynomial);
+    e = _exp_consts(k)."""
+    y = max(s * e[0], e[1])
+    n = np.floor(y)  # np.floor keeps the float type; math.floor's int64 result blocks vectorisation
+    f = y - n
+    p = e[9]
+    p = p * f + e[8]
+    p = p * f + e[7]
+    p = p * f + e[6]
+    p = p * f + e[5]
+    p = p * f + e[4]
+    p = p * f + e[3]
+    p = p * f + e[2]
+    return p * np.int32((np.int32(n) + 127) << 23).view(np.float32)
+
+
+@_vjit
+def _sigma(dx, dy, ca, cb, cc, half):
+    return half * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
 
 
 @_jit
-def _fwd_tile(
-    job, tiles_x, tile_size, means2d, conics, colors, opac, radii, bg, offsets, ids, pxs, pys, k,
-    out_col, out_T, out_last,
-):  # fmt: skip
+def _tile_of(job, tiles_x, H, W):
+    tiles = tiles_x * ((H + TILE - 1) // TILE)
+    c = job // tiles
+    t = job % tiles
+    x0 = (t % tiles_x) * TILE
+    y0 = (t // tiles_x) * TILE
+    return c, x0, y0, min(x0 + TILE, W), min(y0 + TILE, H)
+
+
+@_jit
+def _row_range(my, ry, y0, y1):
+    """Tile rows (relative to y0) that the Gaussian's bounding box can reach, one row of slack each side."""
+    return max(y0, math.floor(my - ry) - 1) - y0, min(y1, math.ceil(my + ry) + 1) - y0
+
+
+# --------------------------------------------------------------------------------------------------------
+# forward
+# --------------------------------------------------------------------------------------------------------
+@_vjit
+def _fwd_tile(job, tiles_x, means2d, conics, colors, opac, radii, bg, offsets, ids, pxs, pys, k,
+              out_col, out_T, out_last):  # fmt: skip
     half, thresh, amax, tstop, one, zero = k[0], k[1], k[2], k[3], k[4], k[5]
-    T_ = tiles_x * ((out_col.shape[1] + tile_size - 1) // tile_size)
-    c = job // T_
-    t = job % T_
-    H, W, D = out_col.shape[1], out_col.shape[2], out_col.shape[3]
-    x0 = (t % tiles_x) * tile_size
-    y0 = (t // tiles_x) * tile_size
-    x1 = min(x0 + tile_size, W)
-    y1 = min(y0 + tile_size, H)
-    tw = x1 - x0
-    npx = tw * (y1 - y0)
-    trans = np.full(npx, one)
-    acc = np.zeros((npx, D), colors.dtype)
-    last = np.full(npx, -1, np.int64)
-    done = np.zeros(npx, np.bool_)
-    ndone = 0
+    e = _exp_consts(k)
+    dt = colors.dtype
+    c, x0, y0, x1, y1 = _tile_of(job, tiles_x, out_col.shape[1], out_col.shape[2])
+    n = TILE * TILE
+    trans = np.full(n, one)
+    a0 = np.zeros(n, dt)
+    a1 = np.zeros(n, dt)
+    a2 = np.zeros(n, dt)
+    a3 = np.zeros(n, dt)
+    last = np.full(n, -1, np.int32)
+    live = np.zeros(n, dt)  # 1 while a pixel still composites; 0 once saturated or outside the image
+    row_live = np.zeros(TILE, np.int64)
+    px = np.empty(TILE, dt)
+    for i in range(TILE):
+        px[i] = pxs[min(x0 + i, out_col.shape[2] - 1)]
+    for r in range(y1 - y0):
+        for i in range(x1 - x0):
+            live[r * TILE + i] = one
+        row_live[r] = x1 - x0
+    n_live = (y1 - y0) * (x1 - x0)
     for kk in range(offsets[job], offsets[job + 1]):
-        if ndone == npx:
-            break
+        if n_live == 0:
+            break  # every pixel of the tile is saturated
         g = ids[kk]
-        mx = means2d[c, g, 0]
-        my = means2d[c, g, 1]
-        ca = conics[c, g, 0]
-        cb = conics[c, g, 1]
-        cc = conics[c, g, 2]
+        mx, my = means2d[c, g, 0], means2d[c, g, 1]
+        ca, cb, cc = conics[c, g, 0], conics[c, g, 1], conics[c, g, 2]
         o = opac[c, g]
-        gx0, gx1 = _pixel_span(mx, radii[c, g, 0], x0, x1)
-        gy0, gy1 = _pixel_span(my, radii[c, g, 1], y0, y1)
-        for yy in range(gy0, gy1):
-            dy = my - pys[yy]
-            row = (yy - y0) * tw - x0
-            for xx in range(gx0, gx1):
-                p = row + xx
-                if done[p]:
-                    continue
-                dx = mx - pxs[xx]
-                sigma = half * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
-                if sigma < zero:
-                    continue
-                alpha = o * math.exp(-sigma)
-                if alpha > amax:
-                    alpha = amax
-                if alpha < thresh:
-                    continue
+        c0, c1, c2, c3 = colors[c, g, 0], colors[c, g, 1], colors[c, g, 2], colors[c, g, 3]
+        k32 = np.int32(kk)
+        r0, r1 = _row_range(my, radii[c, g, 1], y0, y1)
+        for r in range(r0, r1):
+            if row_live[r] == 0:
+                continue
+            dy = my - pys[y0 + r]
+            base = r * TILE
+            stops = 0
+            for i in range(TILE):
+                p = np.uint64(base + i)  # unsigned: no negative-index check, so the loop vectorises
+                dx = mx - px[i]
+                sigma = _sigma(dx, dy, ca, cb, cc, half)
+                alpha = min(amax, o * _exp_neg(sigma, e))
                 tp = trans[p]
                 nt = tp * (one - alpha)
-                if nt <= tstop:
-                    done[p] = True
-                    ndone += 1
-                    continue
-                w = alpha * tp
-                for d in range(D):
-                    acc[p, d] += colors[c, g, d] * w
-                trans[p] = nt
-                last[p] = kk
-    for yy in range(y0, y1):
-        for xx in range(x0, x1):
-            p = (yy - y0) * tw + xx - x0
-            for d in range(D):
-                out_col[c, yy, xx, d] = acc[p, d] + trans[p] * bg[c, d]
-            out_T[c, yy, xx] = trans[p]
-            out_last[c, yy, xx] = last[p]
+                ok = (live[p] > zero) & (sigma >= zero) & (alpha >= thresh)
+                stop = ok & (nt <= tstop)
+                use = ok & (nt > tstop)
+                w = alpha * tp if use else zero
+                a0[p] += w * c0
+                a1[p] += w * c1
+                a2[p] += w * c2
+                a3[p] += w * c3
+                trans[p] = nt if use else tp
+                last[p] = k32 if use else last[p]
+                live[p] = zero if stop else live[p]
+                stops += 1 if stop else 0
+            row_live[r] -= stops
+            n_live -= stops
+    for r in range(y1 - y0):
+        for i in range(x1 - x0):
+            p = r * TILE + i
+            y, x = y0 + r, x0 + i
+            out_col[c, y, x, 0] = a0[p] + trans[p] * bg[c, 0]
+            out_col[c, y, x, 1] = a1[p] + trans[p] * bg[c, 1]
+            out_col[c, y, x, 2] = a2[p] + trans[p] * bg[c, 2]
+            out_col[c, y, x, 3] = a3[p] + trans[p] * bg[c, 3]
+            out_T[c, y, x] = trans[p]
+            out_last[c, y, x] = last[p]
 
 
-@_pjit
-def _fwd(
-    n_jobs, tiles_x, tile_size, means2d, conics, colors, opac, radii, bg, offsets, ids, pxs, pys, k,
-    out_col, out_T, out_last,
-):  # fmt: skip
-    for job in prange(n_jobs):
-        _fwd_tile(
-            job, tiles_x, tile_size, means2d, conics, colors, opac, radii, bg, offsets, ids, pxs, pys, k,
-            out_col, out_T, out_last,
-        )  # fmt: skip
+@_jit
+def _fwd(jobs, tiles_x, means2d, conics, colors, opac, radii, bg, offsets, ids, pxs, pys, k,
+         out_col, out_T, out_last):  # fmt: skip
+    for job in jobs:
+        _fwd_tile(job, tiles_x, means2d, conics, colors, opac, radii, bg, offsets, ids, pxs, pys, k,
+                  out_col, out_T, out_last)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------------
 # backward
 # --------------------------------------------------------------------------------------------------------
-@_jit
-def _bwd_tile(
-    job, tiles_x, tile_size, means2d, conics, colors, opac, radii, bg, offsets, ids, pxs, pys, k,
-    out_T, out_last, v_col, v_alpha, grads,
-):  # fmt: skip
-    """grads [M, 8 + D]: per intersection d/d(mean x, mean y, conic a, b, c, opacity, |x|, |y|, colour...)."""
+N_GRAD = 12  # per intersection: d/d(mean x, mean y, conic a, b, c, opacity), |d/dx|, |d/dy|, colour 0..3
+
+
+@_vjit
+def _bwd_tile(job, tiles_x, means2d, conics, colors, opac, radii, bg, offsets, ids, pxs, pys, k,
+              out_T, out_last, v_col, v_alpha, grads):  # fmt: skip
     half, thresh, amax, one, zero = k[0], k[1], k[2], k[4], k[5]
-    H, W, D = v_col.shape[1], v_col.shape[2], v_col.shape[3]
-    T_ = tiles_x * ((H + tile_size - 1) // tile_size)
-    c = job // T_
-    t = job % T_
-    x0 = (t % tiles_x) * tile_size
-    y0 = (t // tiles_x) * tile_size
-    x1 = min(x0 + tile_size, W)
-    y1 = min(y0 + tile_size, H)
-    tw = x1 - x0
-    npx = tw * (y1 - y0)
+    e = _exp_consts(k)
+    dt = colors.dtype
+    c, x0, y0, x1, y1 = _tile_of(job, tiles_x, v_col.shape[1], v_col.shape[2])
+    n = TILE * TILE
     start = offsets[job]
-    trans = np.empty(npx, colors.dtype)
-    tfin = np.empty(npx, colors.dtype)
-    vA_bg = np.empty(npx, colors.dtype)  # T_final-weighted (dL/dalpha - background . dL/dcolour)
-    vC = np.empty((npx, D), colors.dtype)
-    last = np.empty(npx, np.int64)
+    trans = np.ones(n, dt)
+    vab = np.zeros(n, dt)  # T_final * (dL/dalpha - background . dL/dcolour)
+    v0 = np.zeros(n, dt)
+    v1 = np.zeros(n, dt)
+    v2 = np.zeros(n, dt)
+    v3 = np.zeros(n, dt)
+    s0 = np.zeros(n, dt)  # colour composited behind the current Gaussian
+    s1 = np.zeros(n, dt)
+    s2 = np.zeros(n, dt)
+    s3 = np.zeros(n, dt)
+    last = np.full(n, -1, np.int32)
+    row_last = np.full(TILE, -1, np.int64)
+    px = np.empty(TILE, dt)
+    for i in range(TILE):
+        px[i] = pxs[min(x0 + i, v_col.shape[2] - 1)]
+    for r in range(y1 - y0):
+        for i in range(x1 - x0):
+            p = r * TILE + i
+            y, x = y0 + r, x0 + i
+            trans[p] = out_T[c, y, x]
+            last[p] = out_last[c, y, x]
+            row_last[r] = max(row_last[r], out_last[c, y, x])
+            v0[p] = v_col[c, y, x, 0]
+            v1[p] = v_col[c, y, x, 1]
+            v2[p] = v_col[c, y, x, 2]
+            v3[p] = v_col[c, y, x, 3]
+            bgdot = bg[c, 0] * v0[p] + bg[c, 1] * v1[p] + bg[c, 2] * v2[p] + bg[c, 3] * v3[p]
+            vab[p] = trans[p] * (v_alpha[c, y, x] - bgdot)
     kmax = start - 1
-    for yy in range(y0, y1):
-        for xx in range(x0, x1):
-            p = (yy - y0) * tw + xx - x0
-            trans[p] = out_T[c, yy, xx]
-            tfin[p] = out_T[c, yy, xx]
-            last[p] = out_last[c, yy, xx]
-            kmax = max(kmax, last[p])
-            s = v_alpha[c, yy, xx]
-            for d in range(D):
-                vC[p, d] = v_col[c, yy, xx, d]
-                s -= bg[c, d] * v_col[c, yy, xx, d]
-            vA_bg[p] = tfin[p] * s
-    S = np.zeros((npx, D), colors.dtype)
-    gcol = np.zeros(D, colors.dtype)
+    for r in range(TILE):
+        kmax = max(kmax, row_last[r])
+    lanes = np.zeros((N_GRAD, TILE), dt)  # per-lane partial sums, reduced once per Gaussian
     for kk in range(kmax, start - 1, -1):
         g = ids[kk]
-        mx = means2d[c, g, 0]
-        my = means2d[c, g, 1]
-        ca = conics[c, g, 0]
-        cb = conics[c, g, 1]
-        cc = conics[c, g, 2]
+        mx, my = means2d[c, g, 0], means2d[c, g, 1]
+        ca, cb, cc = conics[c, g, 0], conics[c, g, 1], conics[c, g, 2]
         o = opac[c, g]
-        gx = zero
-        gy = zero
-        ga = zero
-        gb = zero
-        gc = zero
-        go = zero
-        ax = zero
-        ay = zero
-        for d in range(D):
-            gcol[d] = zero
-        gx0, gx1 = _pixel_span(mx, radii[c, g, 0], x0, x1)
-        gy0, gy1 = _pixel_span(my, radii[c, g, 1], y0, y1)
-        for yy in range(gy0, gy1):
-            dy = my - pys[yy]
-            row = (yy - y0) * tw - x0
-            for xx in range(gx0, gx1):
-                p = row + xx
-                if kk > last[p]:
-                    continue
-                dx = mx - pxs[xx]
-                sigma = half * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
-                if sigma < zero:
-                    continue
-                vis = math.exp(-sigma)
+        c0, c1, c2, c3 = colors[c, g, 0], colors[c, g, 1], colors[c, g, 2], colors[c, g, 3]
+        k32 = np.int32(kk)
+        lanes[:] = zero
+        r0, r1 = _row_range(my, radii[c, g, 1], y0, y1)
+        for r in range(r0, r1):
+            if kk > row_last[r]:
+                continue  # the Gaussian lies behind where every pixel of this row stopped
+            dy = my - pys[y0 + r]
+            base = r * TILE
+            for i in range(TILE):
+                p = np.uint64(base + i)
+                dx = mx - px[i]
+                sigma = _sigma(dx, dy, ca, cb, cc, half)
+                vis = _exp_neg(sigma, e)
                 raw = o * vis
-                alpha = raw
-                if alpha > amax:
-                    alpha = amax
-                if alpha < thresh:
-                    continue
+                alpha = min(amax, raw)
+                ok = (k32 <= last[p]) & (sigma >= zero) & (alpha >= thresh)
                 ra = one / (one - alpha)
-                tp = trans[p] * ra
-                trans[p] = tp
+                tp = trans[p] * ra  # transmittance in front of this Gaussian
                 w = alpha * tp
-                v_a = vA_bg[p] * ra
-                for d in range(D):
-                    col = colors[c, g, d]
-                    gcol[d] += w * vC[p, d]
-                    v_a += (col * tp - S[p, d] * ra) * vC[p, d]
-                    S[p, d] += col * w
-                if raw <= amax:
-                    v_sig = -raw * v_a
-                    go += vis * v_a
-                    ga += half * dx * dx * v_sig
-                    gb += dx * dy * v_sig
-                    gc += half * dy * dy * v_sig
-                    px_ = v_sig * (ca * dx + cb * dy)
-                    py_ = v_sig * (cb * dx + cc * dy)
-                    gx += px_
-                    gy += py_
-                    ax += abs(px_)
-                    ay += abs(py_)
-        grads[kk, 0] = gx
-        grads[kk, 1] = gy
-        grads[kk, 2] = ga
-        grads[kk, 3] = gb
-        grads[kk, 4] = gc
-        grads[kk, 5] = go
-        grads[kk, 6] = ax
-        grads[kk, 7] = ay
-        for d in range(D):
-            grads[kk, 8 + d] = gcol[d]
+                v_a = (
+                    vab[p] * ra
+                    + (c0 * tp - s0[p] * ra) * v0[p]
+                    + (c1 * tp - s1[p] * ra) * v1[p]
+                    + (c2 * tp - s2[p] * ra) * v2[p]
+                    + (c3 * tp - s3[p] * ra) * v3[p]
+                )
+                trans[p] = tp if ok else trans[p]
+                w = w if ok else zero
+                s0[p] += c0 * w
+                s1[p] += c1 * w
+                s2[p] += c2 * w
+                s3[p] += c3 * w
+                lanes[8, i] += w * v0[p]
+                lanes[9, i] += w * v1[p]
+                lanes[10, i] += w * v2[p]
+                lanes[11, i] += w * v3[p]
+                unclamped = ok & (raw <= amax)  # the 0.999 clamp has zero gradient
+                v_sig = -raw * v_a if unclamped else zero
+                gx = v_sig * (ca * dx + cb * dy)
+                gy = v_sig * (cb * dx + cc * dy)
+                lanes[0, i] += gx
+                lanes[1, i] += gy
+                lanes[2, i] += half * dx * dx * v_sig
+                lanes[3, i] += dx * dy * v_sig
+                lanes[4, i] += half * dy * dy * v_sig
+                lanes[5, i] += vis * v_a if unclamped else zero
+                lanes[6, i] += abs(gx)
+                lanes[7, i] += abs(gy)
+        for j in range(N_GRAD):
+            acc = zero
+            for i in range(TILE):
+                acc += lanes[j, i]
+            grads[kk, j] = acc
 
 
-@_pjit
-def _bwd(
-    n_jobs, tiles_x, tile_size, means2d, conics, colors, opac, radii, bg, offsets, ids, pxs, pys, k,
-    out_T, out_last, v_col, v_alpha, grads,
-):  # fmt: skip
-    for job in prange(n_jobs):
-        _bwd_tile(
-            job, tiles_x, tile_size, means2d, conics, colors, opac, radii, bg, offsets, ids, pxs, pys, k,
-            out_T, out_last, v_col, v_alpha, grads,
-        )  # fmt: skip
+@_jit
+def _bwd(jobs, tiles_x, means2d, conics, colors, opac, radii, bg, offsets, ids, pxs, pys, k,
+         out_T, out_last, v_col, v_alpha, grads):  # fmt: skip
+    for job in jobs:
+        _bwd_tile(job, tiles_x, means2d, conics, colors, opac, radii, bg, offsets, ids, pxs, pys, k,
+                  out_T, out_last, v_col, v_alpha, grads)  # fmt: skip
 
 
 @_jit
@@ -324,83 +371,94 @@ def _np(x: Tensor) -> np.ndarray:
     return x.detach().contiguous().numpy()
 
 
-def _use_torch_threads() -> None:
-    """numba follows torch's thread count so `torch.set_num_threads` governs the whole renderer."""
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_pool_lock = threading.Lock()
+
+
+def _run_tiles(kernel, n_jobs: int, *args) -> None:
+    """Run kernel(jobs, *args) over all tiles on torch.get_num_threads() threads.
+
+    Plain Python threads around nogil numba kernels, rather than numba's parallel=True: numba's OpenMP
+    pool spin-waits after each kernel and starves the torch ops that follow (measured: 2.6x slower
+    fwd+bwd), and this way needs no threading layer and is safe to call from several threads at once.
+    The tiles are dealt out interleaved (busy image regions are shared) in 4 chunks per thread, taken from
+    the pool's queue as threads come free: on a shared machine a thread that loses its core for a time
+    slice does not hold up the others.
+    """
+    global _pool, _pool_size
+    n = max(1, min(torch.get_num_threads(), n_jobs))
+    if n == 1:
+        kernel(np.arange(n_jobs), *args)
+        return
+    with _pool_lock:
+        if _pool is None or _pool_size < n:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool, _pool_size = ThreadPoolExecutor(n, thread_name_prefix="cpu_raster"), n
+        pool = _pool
+    chunks = min(4 * n, n_jobs)
+    futures = [pool.submit(kernel, np.arange(i, n_jobs, chunks), *args) for i in range(chunks)]
+    for f in futures:
+        f.result()
 
 
 class _Rasterize(torch.autograd.Function):
+    """Composites exactly CHANNELS channels; rasterize() handles other channel counts."""
+
     @staticmethod
-    def forward(ctx, means2d, conics, colors, opacities, background, radii, depths, width, height, tile_size,
-                absgrad):  # fmt: skip
+    def forward(ctx, means2d, conics, colors, opacities, background, radii, depths, width, height, absgrad):
         C = means2d.shape[0]
-        D = colors.shape[-1]
         dtype = colors.dtype
-        tiles_x = (width + tile_size - 1) // tile_size
-        tiles_y = (height + tile_size - 1) // tile_size
+        npdt = np.dtype(str(dtype).removeprefix("torch."))
+        tiles_x = (width + TILE - 1) // TILE
+        tiles_y = (height + TILE - 1) // TILE
         radii_np = _np(radii).astype(np.int64)
         m2 = _np(means2d)
-        order = np.argsort(_np(depths), axis=1, kind="stable")  # front to back, ties by index
-        rects = _tile_rects(m2, radii_np, tile_size, tiles_x, tiles_y)
-        offsets, ids = _bin(rects, order, tiles_x, tiles_y)
-        npdt = np.dtype(str(dtype).replace("torch.", ""))
-        k = _constants(npdt)
-        pxs = np.arange(width, dtype=npdt) + npdt.type(0.5)
+        order = np.argsort(_np(depths), axis=1, kind="stable")  # front to back, ties by index (as gsplat)
+        offsets, ids = _bin(_tile_rects(m2, radii_np, tiles_x, tiles_y), order, tiles_x, tiles_y)
+        pxs = np.arange(width, dtype=npdt) + npdt.type(0.5)  # pixel centres
         pys = np.arange(height, dtype=npdt) + npdt.type(0.5)
-        out_col = torch.empty((C, height, width, D), dtype=dtype)
+        out_col = torch.empty((C, height, width, CHANNELS), dtype=dtype)
         out_T = torch.empty((C, height, width), dtype=dtype)
-        out_last = torch.empty((C, height, width), dtype=torch.int64)
-        bg = _np(background)
+        out_last = torch.empty((C, height, width), dtype=torch.int32)
         args = (
-            C * tiles_x * tiles_y, tiles_x, tile_size, m2, _np(conics), _np(colors), _np(opacities),
-            radii_np, bg, offsets, ids, pxs, pys, k,
+            C * tiles_x * tiles_y, tiles_x, m2, _np(conics), _np(colors), _np(opacities), radii_np,
+            _np(background), offsets, ids, pxs, pys, _constants(npdt),
         )  # fmt: skip
-        _use_torch_threads()
-        _fwd(*args, out_col.numpy(), out_T.numpy(), out_last.numpy())
+        _run_tiles(_fwd, *args, out_col.numpy(), out_T.numpy(), out_last.numpy())
         ctx.args = args
         ctx.absgrad = absgrad
         ctx.means2d = means2d if absgrad else None
         ctx.save_for_backward(out_T, out_last)
-        ctx.mark_non_differentiable(out_T, out_last)
         return out_col, (1.0 - out_T)[..., None]
 
     @staticmethod
     def backward(ctx, v_col, v_alpha):
         out_T, out_last = ctx.saved_tensors
         args = ctx.args
-        m2, colors_np, ids = args[3], args[5], args[10]
+        m2, ids, offsets = args[2], args[9], args[8]
         C, N = m2.shape[:2]
-        D = colors_np.shape[-1]
-        n_tiles = args[0] // C
-        v_col = v_col.contiguous() if v_col is not None else torch.zeros((C, *out_T.shape[1:], D))
-        v_alpha = v_alpha[..., 0].contiguous() if v_alpha is not None else torch.zeros_like(out_T)
-        v_col = v_col.to(out_T.dtype)
-        v_alpha = v_alpha.to(out_T.dtype)
-        grads = np.zeros((len(ids), 8 + D), dtype=colors_np.dtype)
-        _use_torch_threads()
-        _bwd(*args, out_T.numpy(), out_last.numpy(), v_col.numpy(), v_alpha.numpy(), grads)
-        per_g = np.zeros((C, N, 8 + D), dtype=colors_np.dtype)
-        _scatter(grads, args[9], ids, C, n_tiles, per_g)
+        dtype = out_T.dtype
+        v_col = torch.zeros((*out_T.shape, CHANNELS), dtype=dtype) if v_col is None else v_col
+        v_alpha = torch.zeros_like(out_T) if v_alpha is None else v_alpha[..., 0]
+        v_col = v_col.to(dtype).contiguous()
+        v_alpha = v_alpha.to(dtype).contiguous()
+        grads = np.zeros((len(ids), N_GRAD), dtype=out_T.numpy().dtype)
+        _run_tiles(_bwd, *args, out_T.numpy(), out_last.numpy(), v_col.numpy(), v_alpha.numpy(), grads)
+        per_g = np.zeros((C, N, N_GRAD), dtype=grads.dtype)
+        _scatter(grads, offsets, ids, C, args[0] // C, per_g)
         per_g = torch.from_numpy(per_g)
-        v_means2d = per_g[..., 0:2]
         if ctx.absgrad:
             ctx.means2d.absgrad = per_g[..., 6:8].clone()
-        v_bg = None
-        if ctx.needs_input_grad[4]:
-            v_bg = (out_T[..., None] * v_col).sum(dim=(1, 2))
-        return (
-            v_means2d,
+        v_bg = (out_T[..., None] * v_col).sum(dim=(1, 2)) if ctx.needs_input_grad[4] else None
+        v_means2d, v_conics, v_opac, v_colors = (
+            per_g[..., 0:2],
             per_g[..., 2:5],
-            per_g[..., 8:],
             per_g[..., 5],
-            v_bg,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
+            per_g[..., 8:],
         )
+        return v_means2d, v_conics, v_colors, v_opac, v_bg, None, None, None, None, None
 
 
 def rasterize(
@@ -413,7 +471,6 @@ def rasterize(
     width: int,
     height: int,
     background: Tensor | None = None,  # [C, D]
-    tile_size: int = TILE_SIZE,
     absgrad: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Composite projected Gaussians -> (colours [C, H, W, D], alphas [C, H, W, 1]); differentiable w.r.t.
@@ -427,9 +484,22 @@ def rasterize(
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"cpu_raster.rasterize supports float32/float64 colours, got {dtype}")
     means2d, conics, opacities = (x.to(dtype) for x in (means2d, conics, opacities))
-    if background is None:
-        background = torch.zeros((C, D), dtype=dtype)
-    background = background.to(dtype).expand(C, D)
-    return _Rasterize.apply(
-        means2d, conics, colors, opacities, background, radii, depths, width, height, tile_size, absgrad
-    )
+    background = torch.zeros((C, D), dtype=dtype) if background is None else background.to(dtype).expand(C, D)
+    # The kernels take CHANNELS channels; other counts run in groups (alpha does not depend on colour).
+    pad = -D % CHANNELS
+    if pad:
+        colors = torch.cat([colors, colors.new_zeros((*colors.shape[:-1], pad))], dim=-1)
+        background = torch.cat([background, background.new_zeros((C, pad))], dim=-1)
+    if D == CHANNELS:
+        return _Rasterize.apply(
+            means2d, conics, colors, opacities, background, radii, depths, width, height, absgrad
+        )
+    outs, alpha = [], None
+    for j in range(0, D + pad, CHANNELS):
+        out, a = _Rasterize.apply(
+            means2d, conics, colors[..., j : j + CHANNELS], opacities, background[:, j : j + CHANNELS],
+            radii, depths, width, height, absgrad and j == 0,
+        )  # fmt: skip
+        outs.append(out)
+        alpha = a if alpha is None else alpha
+    return torch.cat(outs, dim=-1)[..., :D], alpha

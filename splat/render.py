@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from engine.errors import StitchError
+from splat.cpu_project import project_with_colors
 from splat.cpu_raster import rasterize
 from splat.gaussians import Gaussians
 from splat.projection import camera_centres, project
@@ -117,6 +118,45 @@ def _render_cpu(gaussians, viewmats, Ks, width, height, degree, background, near
     p = gaussians.params
     C = viewmats.shape[0]
     opacities = torch.sigmoid(p["opacities"])  # [N]
+    if viewmats.requires_grad or Ks.requires_grad:  # pose refinement: the torch path differentiates cameras
+        means2d, conics, colors, radii = _project_torch(
+            p, opacities, viewmats, Ks, width, height, degree, near, far
+        )
+    else:
+        means2d, conics, colors, radii = project_with_colors(
+            p["means"], p["quats"], p["scales"], p["sh0"], p["shN"], opacities, viewmats, Ks, width, height,
+            degree, near=near, far=far,
+        )  # fmt: skip
+    depths = colors[..., 3]  # [C, N]: depth rides through the compositor as a 4th colour channel
+    bg = torch.zeros((C, 4), dtype=colors.dtype)
+    if background is not None:
+        bg[:, :3] = background.expand(C, 3)
+    opac = opacities[None].expand(C, -1)
+    out, alpha = rasterize(
+        means2d, conics, colors, opac, radii, depths, width, height, background=bg, absgrad=absgrad
+    )
+    depth = out[..., 3:4] / alpha.clamp_min(1e-10)
+    meta = {
+        "means2d": means2d,
+        "radii": radii,
+        "depths": depths,
+        "conics": conics,
+        "opacities": opac,
+        "gaussian_ids": None,
+        "camera_ids": None,
+        "width": width,
+        "height": height,
+        "n_cameras": C,
+        "n_batches": 1,
+        "tile_size": 16,
+    }
+    return RenderOutput(rgb=out[..., :3], depth=depth, alpha=alpha, meta=meta)
+
+
+def _project_torch(p, opacities, viewmats, Ks, width, height, degree, near, far):
+    """The same projection and colour as splat.cpu_project, in plain torch autograd (slower, but it also
+    differentiates the camera matrices) -> means2d, conics, colours [C, N, 4] (rgb, depth), radii."""
+    C = viewmats.shape[0]
     proj = project(
         p["means"], p["quats"], torch.exp(p["scales"]), viewmats, Ks, width, height,
         opacities=opacities, near=near, far=far,
@@ -128,31 +168,7 @@ def _render_cpu(gaussians, viewmats, Ks, width, height, degree, background, near
         dirs = p["means"][None] - camera_centres(viewmats)[:, None]  # [C, N, 3]
         rgb = eval_sh(degree, dirs, coeffs[None].expand(C, -1, -1, -1))
     rgb = torch.clamp_min(rgb + 0.5, 0.0)  # [C, N, 3]
-    colors = torch.cat([rgb, proj.depths[..., None]], dim=-1)  # [C, N, 4]: depth rides as a 4th channel
-    bg = torch.zeros((C, 4), dtype=colors.dtype)
-    if background is not None:
-        bg[:, :3] = background.expand(C, 3)
-    opac = opacities[None].expand(C, -1)
-    out, alpha = rasterize(
-        proj.means2d, proj.conics, colors, opac, proj.radii, proj.depths, width, height, background=bg,
-        absgrad=absgrad,
-    )  # fmt: skip
-    depth = out[..., 3:4] / alpha.clamp_min(1e-10)
-    meta = {
-        "means2d": proj.means2d,
-        "radii": proj.radii,
-        "depths": proj.depths,
-        "conics": proj.conics,
-        "opacities": opac,
-        "gaussian_ids": None,
-        "camera_ids": None,
-        "width": width,
-        "height": height,
-        "n_cameras": C,
-        "n_batches": 1,
-        "tile_size": 16,
-    }
-    return RenderOutput(rgb=out[..., :3], depth=depth, alpha=alpha, meta=meta)
+    return proj.means2d, proj.conics, torch.cat([rgb, proj.depths[..., None]], dim=-1), proj.radii
 
 
 def camera_tensors(cameras, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
