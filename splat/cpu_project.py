@@ -96,12 +96,11 @@ def _sh_basis_grad(d, x, y, z, w):
 
 
 @_jit
-def _rotation(q):
-    """Normalised quaternion (w, x, y, z) and its rotation matrix."""
+def _rotation(q, R):
+    """Normalised quaternion (w, x, y, z) and its norm; its rotation matrix into R [3, 3]."""
     n = math.sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3])
     n = max(n, 1e-12)
     w, x, y, z = q[0] / n, q[1] / n, q[2] / n, q[3] / n
-    R = np.empty((3, 3))
     R[0, 0] = 1.0 - 2.0 * (y * y + z * z)
     R[0, 1] = 2.0 * (x * y - w * z)
     R[0, 2] = 2.0 * (x * z + w * y)
@@ -111,14 +110,13 @@ def _rotation(q):
     R[2, 0] = 2.0 * (x * z - w * y)
     R[2, 1] = 2.0 * (y * z + w * x)
     R[2, 2] = 1.0 - 2.0 * (x * x + y * y)
-    return w, x, y, z, n, R
+    return w, x, y, z, n
 
 
 @_jit
-def _camera_terms(viewmat, K, width, height, p):
-    """Camera-space mean t, the clamped x/z, y/z used by the Jacobian, and whether each is unclamped."""
+def _camera_terms(viewmat, K, width, height, p, t):
+    """Camera-space mean into t [3]; the clamped x/z and y/z of the Jacobian; whether each is unclamped."""
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-    t = np.empty(3)
     for i in range(3):
         t[i] = viewmat[i, 0] * p[0] + viewmat[i, 1] * p[1] + viewmat[i, 2] * p[2] + viewmat[i, 3]
     lxp = (width - cx) / fx + 0.3 * (0.5 * width / fx)
@@ -129,7 +127,7 @@ def _camera_terms(viewmat, K, width, height, p):
     v = t[1] / t[2]
     uc = min(max(u, -lxn), lxp)
     vc = min(max(v, -lyn), lyp)
-    return t, uc, vc, -lxn <= u <= lxp, -lyn <= v <= lyp
+    return uc, vc, -lxn <= u <= lxp, -lyn <= v <= lyp
 
 
 @_jit
@@ -141,8 +139,10 @@ def _project_fwd(means, quats, log_scales, opac, sh0, shN, degree, viewmats, Ks,
     M = np.empty((3, 3))
     S = np.empty((3, 3))
     TW = np.empty((2, 3))
+    R = np.empty((3, 3))
+    t = np.empty(3)
     for g in range(N):
-        _, _, _, _, _, R = _rotation(quats[g])
+        _rotation(quats[g], R)
         for i in range(3):
             for j in range(3):
                 M[i, j] = R[i, j] * math.exp(log_scales[g, j])
@@ -156,7 +156,7 @@ def _project_fwd(means, quats, log_scales, opac, sh0, shN, degree, viewmats, Ks,
         for c in range(C):
             K = Ks[c]
             fx, fy = K[0, 0], K[1, 1]
-            t, uc, vc, _, _ = _camera_terms(viewmats[c], K, width, height, means[g])
+            uc, vc, _, _ = _camera_terms(viewmats[c], K, width, height, means[g], t)
             colors[c, g, 3] = t[2]
             radii[c, g, 0] = 0
             radii[c, g, 1] = 0
@@ -222,14 +222,19 @@ def _project_bwd(means, quats, log_scales, sh0, shN, degree, viewmats, Ks, campo
     TW = np.empty((2, 3))
     gS = np.zeros((3, 3))
     gM = np.empty((3, 3))
+    R = np.empty((3, 3))
+    t = np.empty(3)
+    gT = np.empty((2, 3))
+    gt = np.empty(3)
+    gp = np.empty(3)
+    s = np.empty(3)
     for g in range(N):
         visible = False
         for c in range(C):
             visible = visible or (radii[c, g, 0] > 0 and radii[c, g, 1] > 0)
         if not visible:
             continue
-        w, x, y, z, qn, R = _rotation(quats[g])
-        s = np.empty(3)
+        w, x, y, z, qn = _rotation(quats[g], R)
         for j in range(3):
             s[j] = math.exp(log_scales[g, j])
         for i in range(3):
@@ -239,14 +244,14 @@ def _project_bwd(means, quats, log_scales, sh0, shN, degree, viewmats, Ks, campo
             for j in range(3):
                 S[i, j] = M[i, 0] * M[j, 0] + M[i, 1] * M[j, 1] + M[i, 2] * M[j, 2]
         gS[:] = 0.0
-        gp = np.zeros(3)
+        gp[:] = 0.0
         for c in range(C):
             if radii[c, g, 0] <= 0 or radii[c, g, 1] <= 0:
                 continue
             K = Ks[c]
             fx, fy = K[0, 0], K[1, 1]
             V = viewmats[c]
-            t, uc, vc, u_free, v_free = _camera_terms(V, K, width, height, means[g])
+            uc, vc, u_free, v_free = _camera_terms(V, K, width, height, means[g], t)
             rz = 1.0 / t[2]
             for j in range(3):
                 TW[0, j] = fx * rz * V[0, j] - fx * uc * rz * V[2, j]
@@ -268,7 +273,6 @@ def _project_bwd(means, quats, log_scales, sh0, shN, degree, viewmats, Ks, campo
             h01 = -(qa * (ga * qb + gb * qc) + qb * (gb * qb + gc * qc))
             h11 = -(qb * (ga * qb + gb * qc) + qc * (gb * qb + gc * qc))
             # dL/d(TW) = 2 H TW S ; dL/dS += TW^T H TW
-            gT = np.zeros((2, 3))
             for j in range(3):
                 r0 = TW[0, 0] * S[0, j] + TW[0, 1] * S[1, j] + TW[0, 2] * S[2, j]
                 r1 = TW[1, 0] * S[0, j] + TW[1, 1] * S[1, j] + TW[1, 2] * S[2, j]
@@ -287,7 +291,7 @@ def _project_bwd(means, quats, log_scales, sh0, shN, degree, viewmats, Ks, campo
             gJ02 = gT[0, 0] * V[2, 0] + gT[0, 1] * V[2, 1] + gT[0, 2] * V[2, 2]
             gJ11 = gT[1, 0] * V[1, 0] + gT[1, 1] * V[1, 1] + gT[1, 2] * V[1, 2]
             gJ12 = gT[1, 0] * V[2, 0] + gT[1, 1] * V[2, 1] + gT[1, 2] * V[2, 2]
-            gt = np.zeros(3)
+            gt[:] = 0.0
             gt[2] += (-fx * gJ00 + fx * uc * gJ02 - fy * gJ11 + fy * vc * gJ12) * rz * rz
             g_uc = -fx * rz * gJ02
             g_vc = -fy * rz * gJ12

@@ -10,8 +10,8 @@ The compositing rule is gsplat 1.5.3's, so CPU and CUDA images agree:
 How it is fast (each step chosen by measurement, see benchmarks/bench_render.py):
 - Gaussians are binned into 16x16 tiles in depth order: one stable sort per camera, then a counting fill,
   so every tile's list comes out sorted. Tiles are independent, so numba runs them on parallel threads.
-- Within a tile, a Gaussian is composited onto whole 16-pixel rows at once (only the rows its bounding box
-  touches, skipping rows that are already saturated), written without branches so LLVM turns each row
+- Within a tile, a Gaussian is composited onto whole 16-pixel rows at once (only the rows its ellipse
+  reaches, skipping rows that are already saturated), written without branches so LLVM turns each row
   into SIMD instructions, the way a GPU warp runs a tile. exp() is computed with arithmetic only (exponent
   bits + a degree-7 polynomial, relative error < 1e-7) because a libm call would stop vectorisation.
 - The backward pass walks each tile back to front, recovering the transmittance by division
@@ -148,6 +148,27 @@ def _tile_of(job, tiles_x, H, W):
 
 
 @_jit
+def _row_hits(mx, dy, ca, cb, cc, smax, x0):
+    """Whether this tile row meets the Gaussian's ellipse sigma <= smax (its chord on the row, one pixel of
+    slack each side, overlaps the tile's 16 pixels). Skipping rows that miss saves ~10%."""
+    bdy = cb * dy
+    disc = bdy * bdy - ca * (cc * dy * dy - 2.0 * smax)
+    if disc < 0.0:
+        return False
+    r = math.sqrt(disc)
+    # pixel centre x0 + i + 0.5 is inside for dx = mx - (x0 + i + 0.5) in [(-bdy - r) / ca, (-bdy + r) / ca]
+    lo = mx - x0 - 0.5 - (r - bdy) / ca
+    hi = mx - x0 - 0.5 + (r + bdy) / ca
+    return hi >= -1.0 and lo <= TILE
+
+
+@_jit
+def _sigma_max(o, thresh):
+    """Beyond this sigma a Gaussian of opacity o has alpha < thresh (plus a margin for rounding)."""
+    return math.log(max(float(o), 1e-30) / float(thresh)) + 1e-3
+
+
+@_jit
 def _row_range(my, ry, y0, y1):
     """Tile rows (relative to y0) that the Gaussian's bounding box can reach, one row of slack each side."""
     return max(y0, math.floor(my - ry) - 1) - y0, min(y1, math.ceil(my + ry) + 1) - y0
@@ -189,11 +210,14 @@ def _fwd_tile(job, tiles_x, means2d, conics, colors, opac, radii, bg, offsets, i
         o = opac[c, g]
         c0, c1, c2, c3 = colors[c, g, 0], colors[c, g, 1], colors[c, g, 2], colors[c, g, 3]
         k32 = np.int32(kk)
+        smax = _sigma_max(o, thresh)
         r0, r1 = _row_range(my, radii[c, g, 1], y0, y1)
         for r in range(r0, r1):
             if row_live[r] == 0:
                 continue
             dy = my - pys[y0 + r]
+            if not _row_hits(float(mx), float(dy), float(ca), float(cb), float(cc), smax, x0):
+                continue
             base = r * TILE
             stops = 0
             for i in range(TILE):
@@ -292,11 +316,14 @@ def _bwd_tile(job, tiles_x, means2d, conics, colors, opac, radii, bg, offsets, i
         c0, c1, c2, c3 = colors[c, g, 0], colors[c, g, 1], colors[c, g, 2], colors[c, g, 3]
         k32 = np.int32(kk)
         lanes[:] = zero
+        smax = _sigma_max(o, thresh)
         r0, r1 = _row_range(my, radii[c, g, 1], y0, y1)
         for r in range(r0, r1):
             if kk > row_last[r]:
                 continue  # the Gaussian lies behind where every pixel of this row stopped
             dy = my - pys[y0 + r]
+            if not _row_hits(float(mx), float(dy), float(ca), float(cb), float(cc), smax, x0):
+                continue
             base = r * TILE
             for i in range(TILE):
                 p = np.uint64(base + i)
