@@ -1,13 +1,25 @@
-"""Optimising Gaussians against posed views: L1 + D-SSIM, Adam per parameter group, optional trainable subset.
+"""Optimising Gaussians against posed views: L1 + D-SSIM on trusted pixels, Adam per parameter.
 
-A fresh optimiser is made for each call, so a run resumed from a checkpoint after view k continues exactly
-as an uninterrupted run would (no hidden optimiser moments to lose).
+`optimize(...)` is what the generation loop calls after each view: a fresh `Trainer` (fresh optimisers)
+per call, so a run resumed from a checkpoint after view k continues exactly as an uninterrupted run would.
+With its defaults it is plain Adam on the photometric loss, as before.
+
+`Trainer` adds what refinement needs, each optional:
+- densification/pruning through a strategy with gsplat's interface (splat.strategy),
+- an exponential decay of the means' learning rate and a growing active SH degree (Schedule),
+- depth supervision and regularisers against needles and floaters (splat.regularize),
+- per-view pose refinement (splat.pose),
+- `state_dict()` / `load_state_dict()`: parameters, Adam moments, strategy statistics, pose deltas and the
+  view sampler, so an interrupted refinement resumes to the same result.
+On CPU each step renders only the Gaussians that can reach the view (a conservative frustum test): the
+same image, about half the projection work on a yaw trajectory.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,8 +27,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from engine.cameras import Camera
-from splat.gaussians import Gaussians
+from engine.errors import StitchError
+from splat.gaussians import PARAM_KEYS, Gaussians, num_sh_rest
 from splat.losses import photometric_loss
+from splat.pose import PoseDeltas
+from splat.regularize import Regularization, depth_loss, gaussian_terms
+from splat.strategy import is_mcmc, load_state_tensors, state_tensors
 
 
 @dataclass
@@ -24,6 +40,7 @@ class TrainView:
     camera: Camera
     image: Tensor  # [H, W, 3] float in [0, 1]
     mask: Tensor | None = None  # [H, W] bool, pixels the loss may trust (None: all)
+    depth: Tensor | None = None  # [H, W] float metres, for depth supervision (None: none)
 
 
 @dataclass(frozen=True)
@@ -34,6 +51,13 @@ class LearningRates:
     opacities: float = 2.5e-2
     sh0: float = 2.5e-3
     shN: float = 1.25e-4
+    pose: float = 1e-4  # per-view se(3) deltas (radians / scene units)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    means_final_ratio: float | None = None  # means lr decays exponentially to this fraction (None: constant)
+    sh_degree_interval: int | None = None  # active SH degree +1 every this many steps (None: full degree)
 
 
 def scene_extent(gaussians: Gaussians) -> float:
@@ -44,9 +68,8 @@ def scene_extent(gaussians: Gaussians) -> float:
     return float((means - means.mean(0)).norm(dim=-1).median().clamp_min(1e-3))
 
 
-def make_optimizers(gaussians: Gaussians, lrs: LearningRates, extent: float) -> dict[str, torch.optim.Adam]:
-    """One Adam per parameter (gsplat strategies expect this layout)."""
-    rates = {
+def base_rates(lrs: LearningRates, extent: float) -> dict[str, float]:
+    return {
         "means": lrs.means * extent,
         "scales": lrs.scales,
         "quats": lrs.quats,
@@ -54,7 +77,14 @@ def make_optimizers(gaussians: Gaussians, lrs: LearningRates, extent: float) -> 
         "sh0": lrs.sh0,
         "shN": lrs.shN,
     }
-    return {key: torch.optim.Adam([gaussians.params[key]], lr=lr, eps=1e-15) for key, lr in rates.items()}
+
+
+def make_optimizers(gaussians: Gaussians, lrs: LearningRates, extent: float) -> dict[str, torch.optim.Adam]:
+    """One Adam per parameter (gsplat strategies expect this layout)."""
+    return {
+        key: torch.optim.Adam([gaussians.params[key]], lr=lr, eps=1e-15)
+        for key, lr in base_rates(lrs, extent).items()
+    }
 
 
 def visible_in(camera: Camera, means: Tensor, margin: float = 0.1) -> Tensor:
@@ -74,6 +104,47 @@ def visible_in(camera: Camera, means: Tensor, margin: float = 0.1) -> Tensor:
     )
 
 
+@torch.no_grad()
+def reaching_view(
+    viewmat: Tensor,  # [4, 4]
+    K: Tensor,  # [3, 3]
+    width: int,
+    height: int,
+    means: Tensor,  # [N, 3]
+    log_scales: Tensor,  # [N, 3]
+    near: float = 0.01,
+) -> Tensor:
+    """Indices [M] of the Gaussians whose 3.33-sigma footprint can touch the image (conservative: the
+    footprint bound uses the largest axis, the 0.3 px low-pass and 2 px slack)."""
+    cam = means @ viewmat[:3, :3].T + viewmat[:3, 3]
+    z = cam[:, 2]
+    zc = z.clamp_min(near)
+    f = torch.maximum(K[0, 0], K[1, 1])
+    sigma_px = torch.exp(log_scales).max(dim=-1).values * f / zc
+    reach = 3.5 * torch.sqrt(sigma_px * sigma_px + 0.3) * 1.5 + 2.0
+    u = K[0, 0] * cam[:, 0] / zc + K[0, 2]
+    v = K[1, 1] * cam[:, 1] / zc + K[1, 2]
+    ok = (z > near) & (u + reach > 0) & (u - reach < width) & (v + reach > 0) & (v - reach < height)
+    return torch.nonzero(ok).squeeze(1)
+
+
+class _Subset:
+    """The rows `ids` of a Gaussian set at SH degree `degree`, duck-typed for splat.render.render:
+    gradients flow back into the full parameters through the indexing."""
+
+    def __init__(self, gaussians: Gaussians, ids: Tensor, degree: int) -> None:
+        p = gaussians.params
+        k = num_sh_rest(degree)
+        self.params = {key: p[key][ids] for key in PARAM_KEYS if key != "shN"}
+        # Coefficients above the active degree stay out of the graph: no gradient, no Adam work for them.
+        self.params["shN"] = p["shN"][ids, :k] if k > 0 else p["shN"].detach()[ids, :0]
+        self.sh_degree = degree
+        self.device = gaussians.device
+
+    def __len__(self) -> int:
+        return int(self.params["means"].shape[0])
+
+
 def _scaled_view(view: TrainView, scale: float) -> TrainView:
     if scale == 1.0:
         return view
@@ -83,7 +154,226 @@ def _scaled_view(view: TrainView, scale: float) -> TrainView:
     mask = None
     if view.mask is not None:
         mask = F.interpolate(view.mask[None, None].float(), size=(h, w), mode="area")[0, 0] > 0.999
-    return TrainView(cam.scaled(w, h), img, mask)
+    depth = None
+    if view.depth is not None:  # nearest: averaging across an edge would invent depths between surfaces
+        depth = F.interpolate(view.depth[None, None].float(), size=(h, w), mode="nearest-exact")[0, 0]
+    return TrainView(cam.scaled(w, h), img, mask, depth)
+
+
+class Trainer:
+    """Optimisation state for a run of `total_steps` steps over `views` (see the module docstring)."""
+
+    def __init__(
+        self,
+        gaussians: Gaussians,
+        views: Sequence[TrainView],
+        total_steps: int,
+        *,
+        lrs: LearningRates | None = None,
+        ssim_weight: float = 0.2,
+        resolution_scale: float = 1.0,
+        trainable: Tensor | None = None,  # [N] bool: only these Gaussians change (None: all)
+        view_weights: Sequence[float] | None = None,  # sampling probability per view (None: uniform)
+        seed: int = 0,
+        background: Tensor | None = None,  # [3]
+        strategy: Any | None = None,  # splat.strategy.make_strategy(...) or a gsplat strategy
+        schedule: Schedule | None = None,
+        regularization: Regularization | None = None,
+        pose_refine: bool = False,
+        pose_anchor: int | None = 0,
+    ) -> None:
+        if not views:
+            raise StitchError("no views to optimise against")
+        if trainable is not None and strategy is not None:
+            raise StitchError("a trainable mask cannot be combined with densification; pass one or the other")
+        self.gaussians = gaussians
+        self.views = [_scaled_view(v, resolution_scale) for v in views]
+        self.total_steps = int(total_steps)
+        self.lrs = lrs or LearningRates()
+        self.ssim_weight = ssim_weight
+        self.background = background
+        self.strategy = strategy
+        self.schedule = schedule or Schedule()
+        self.reg = regularization or Regularization()
+        self.extent = scene_extent(gaussians)
+        self.rates = base_rates(self.lrs, self.extent)
+        self.optimizers = make_optimizers(gaussians, self.lrs, self.extent)
+        self.rng = np.random.default_rng(seed)
+        self.step = 0
+        self.probs = None
+        if view_weights is not None:
+            probs = np.asarray(view_weights, dtype=np.float64)
+            if probs.shape != (len(views),) or (probs < 0).any() or probs.sum() <= 0:
+                raise StitchError(f"view_weights must be {len(views)} non-negative numbers, not all zero")
+            self.probs = probs / probs.sum()
+        self.frozen = None if trainable is None else ~trainable.to(gaussians.device)
+        device = gaussians.device
+        self._viewmats = [
+            torch.as_tensor(v.camera.world_to_camera, dtype=torch.float32, device=device) for v in self.views
+        ]
+        self._Ks = [torch.as_tensor(v.camera.K, dtype=torch.float32, device=device) for v in self.views]
+        self.poses = None
+        self.pose_optimizer = None
+        if pose_refine:
+            self.poses = PoseDeltas(len(self.views), pose_anchor, device)
+            self.pose_optimizer = torch.optim.Adam(self.poses.parameters(), lr=self.lrs.pose)
+        self.strategy_state: dict[str, Any] = {}
+        if strategy is not None:
+            strategy.check_sanity(gaussians.params, self.optimizers)
+            if is_mcmc(strategy):
+                self.strategy_state = strategy.initialize_state()
+            else:
+                self.strategy_state = strategy.initialize_state(scene_scale=self.extent)
+
+    # --- schedules --------------------------------------------------------------------------------------
+    def means_lr(self, step: int) -> float:
+        ratio = self.schedule.means_final_ratio
+        if ratio is None or self.total_steps <= 1:
+            return self.rates["means"]
+        t = min(step, self.total_steps - 1) / (self.total_steps - 1)
+        return self.rates["means"] * ratio**t
+
+    def sh_degree(self, step: int) -> int:
+        interval = self.schedule.sh_degree_interval
+        if interval is None:
+            return self.gaussians.sh_degree
+        return min(self.gaussians.sh_degree, step // max(1, interval))
+
+    def viewmat(self, index: int) -> Tensor:
+        """World-to-camera [4, 4] of view `index`, with its pose correction when pose refinement is on."""
+        base = self._viewmats[index]
+        return base if self.poses is None else self.poses(index, base)
+
+    # --- one step ---------------------------------------------------------------------------------------
+    def train_step(self) -> float:
+        from splat.render import render
+
+        g = self.gaussians
+        step = self.step
+        index = int(self.rng.choice(len(self.views), p=self.probs))
+        view = self.views[index]
+        cam = view.camera
+        viewmat, K = self.viewmat(index), self._Ks[index]
+        degree = self.sh_degree(step)
+        packed = False
+        ids = None
+        if g.device.type == "cpu":
+            ids = reaching_view(
+                viewmat.detach(), K, cam.width, cam.height, g.means.detach(), g.params["scales"]
+            )
+            source = _Subset(g, ids, degree)
+            packed = True  # meta rows are the subset's; gaussian_ids maps them back
+        else:
+            source = g
+        absgrad = bool(getattr(self.strategy, "absgrad", False))
+        out = render(
+            source, viewmat[None], K[None], cam.width, cam.height,
+            sh_degree=degree, background=self.background, absgrad=absgrad,
+        )  # fmt: skip
+        info = out.meta
+        if ids is not None:
+            info = dict(info, gaussian_ids=ids[None].expand(out.meta["radii"].shape[:2]))
+        if self.strategy is not None:
+            self.strategy.step_pre_backward(g.params, self.optimizers, self.strategy_state, step, info)
+
+        loss = photometric_loss(out.rgb[0], view.image, view.mask, self.ssim_weight)
+        if self.reg.depth_weight > 0 and view.depth is not None:
+            d = depth_loss(out.depth[0, ..., 0], out.alpha[0, ..., 0], view.depth, view.mask)
+            loss = loss + self.reg.depth_weight * d
+        extra = gaussian_terms(g.params, self.reg)
+        if extra is not None:
+            loss = loss + extra
+
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        if self.pose_optimizer is not None:
+            self.pose_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.frozen is not None and self.frozen.any():
+            for param in g.params.values():
+                if param.grad is not None:
+                    param.grad[self.frozen] = 0.0
+        self.optimizers["means"].param_groups[0]["lr"] = self.means_lr(step)
+        for opt in self.optimizers.values():
+            opt.step()
+        if self.pose_optimizer is not None:
+            self.pose_optimizer.step()
+
+        if self.strategy is not None:
+            if is_mcmc(self.strategy):
+                self.strategy.step_post_backward(
+                    g.params, self.optimizers, self.strategy_state, step, info, lr=self.means_lr(step)
+                )
+            else:
+                self.strategy.step_post_backward(
+                    g.params, self.optimizers, self.strategy_state, step, info, packed=packed
+                )
+        self.step += 1
+        return float(loss.detach())
+
+    def run(self, steps: int, on_step: Callable[[int, float], None] | None = None) -> list[float]:
+        """Run `steps` more steps (each on one view drawn with the view weights); the loss per step."""
+        losses: list[float] = []
+        for _ in range(steps):
+            losses.append(self.train_step())
+            if on_step is not None:
+                on_step(self.step - 1, losses[-1])
+        return losses
+
+    # --- checkpoints ------------------------------------------------------------------------------------
+    def state_dict(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """(tensors, json-able metadata) that load_state_dict turns back into this exact state."""
+        tensors = {f"param.{k}": v for k, v in self.gaussians.tensors().items()}
+        for key, opt in self.optimizers.items():
+            for name, value in opt.state.get(self.gaussians.params[key], {}).items():
+                tensors[f"adam.{key}.{name}"] = value.detach().clone()
+        if self.poses is not None:
+            tensors["pose.delta"] = self.poses.delta.detach().clone()
+            for name, value in self.pose_optimizer.state.get(self.poses.delta, {}).items():
+                tensors[f"pose_adam.{name}"] = value.detach().clone()
+        for name, value in state_tensors(self.strategy_state).items():
+            tensors[f"strategy.{name}"] = value.detach().clone()
+        meta = {
+            "step": self.step,
+            "rng": self.rng.bit_generator.state,
+            "strategy_scalars": {
+                k: v
+                for k, v in self.strategy_state.items()
+                if isinstance(v, (int, float)) and k != "generator"
+            },
+        }
+        return tensors, meta
+
+    def load_state_dict(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+        """Restore a state_dict() (the Trainer must have been built with the same views and settings)."""
+        device = self.gaussians.device
+        params = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("param.")}
+        fresh = Gaussians({k: v.to(device) for k, v in params.items()})
+        for key in PARAM_KEYS:  # swap the parameters in place: optimisers follow
+            old = self.gaussians.params[key]
+            new = torch.nn.Parameter(fresh.params[key].detach(), requires_grad=old.requires_grad)
+            opt = self.optimizers[key]
+            opt.param_groups[0]["params"] = [new]
+            opt.state.pop(old, None)
+            moments = {
+                k.rsplit(".", 1)[1]: v.to(device) for k, v in tensors.items() if k.startswith(f"adam.{key}.")
+            }
+            if moments:
+                opt.state[new] = moments
+            self.gaussians.params[key] = new
+        if self.poses is not None and "pose.delta" in tensors:
+            with torch.no_grad():
+                self.poses.delta.copy_(tensors["pose.delta"].to(device))
+            moments = {
+                k.split(".", 1)[1]: v.to(device) for k, v in tensors.items() if k.startswith("pose_adam.")
+            }
+            if moments:
+                self.pose_optimizer.state[self.poses.delta] = moments
+        saved = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("strategy.")}
+        load_state_tensors(self.strategy_state, saved, device)
+        self.strategy_state.update(meta.get("strategy_scalars", {}))
+        self.rng.bit_generator.state = meta["rng"]
+        self.step = int(meta["step"])
 
 
 def optimize(
@@ -99,35 +389,28 @@ def optimize(
     seed: int = 0,
     background: Tensor | None = None,  # [3]
     on_step: Callable[[int, float], None] | None = None,
+    strategy: Any | None = None,
+    schedule: Schedule | None = None,
+    regularization: Regularization | None = None,
+    pose_refine: bool = False,
 ) -> list[float]:
     """Run `steps` Adam steps, each on one view drawn with `view_weights`; returns the loss per step."""
-    from splat.render import render_camera
-
     if steps <= 0 or len(gaussians) == 0 or not views:
         return []
-    views = [_scaled_view(v, resolution_scale) for v in views]
-    optimizers = make_optimizers(gaussians, lrs or LearningRates(), scene_extent(gaussians))
-    rng = np.random.default_rng(seed)
-    probs = None
-    if view_weights is not None:
-        probs = np.asarray(view_weights, dtype=np.float64)
-        probs = probs / probs.sum()
-    frozen = None if trainable is None else ~trainable.to(gaussians.device)
-    losses: list[float] = []
-    for step in range(steps):
-        view = views[int(rng.choice(len(views), p=probs))]
-        out = render_camera(gaussians, view.camera, background=background)
-        loss = photometric_loss(out.rgb[0], view.image, view.mask, ssim_weight)
-        for opt in optimizers.values():
-            opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if frozen is not None and frozen.any():
-            for param in gaussians.params.values():
-                if param.grad is not None:
-                    param.grad[frozen] = 0.0
-        for opt in optimizers.values():
-            opt.step()
-        losses.append(float(loss.detach()))
-        if on_step is not None:
-            on_step(step, losses[-1])
-    return losses
+    trainer = Trainer(
+        gaussians,
+        views,
+        steps,
+        lrs=lrs,
+        ssim_weight=ssim_weight,
+        resolution_scale=resolution_scale,
+        trainable=trainable,
+        view_weights=view_weights,
+        seed=seed,
+        background=background,
+        strategy=strategy,
+        schedule=schedule,
+        regularization=regularization,
+        pose_refine=pose_refine,
+    )
+    return trainer.run(steps, on_step)
