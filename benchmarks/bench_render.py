@@ -114,36 +114,45 @@ def reference_render(g: Gaussians, viewmats, Ks, width: int, height: int, tile: 
     return out[..., :3], out[..., 3:] / acc[..., None].clamp_min(1e-10), acc[..., None]
 
 
-def fwd_bwd(fn, g: Gaussians) -> float:
+def fwd_bwd(fn, g: Gaussians) -> None:
     for p in g.params.values():
         p.grad = None
-    t = time.perf_counter()
     rgb, depth, alpha = fn()
     (rgb.sum() + 0.1 * depth.sum() + alpha.sum()).backward()
-    return time.perf_counter() - t
 
 
-def forward_only(fn) -> float:
+def forward_only(fn) -> None:
     with torch.no_grad():
-        t = time.perf_counter()
         fn()
-        return time.perf_counter() - t
 
 
-def timed(fn, repeats: int, threads: int) -> float:
-    """Median wall time of fn() over `repeats` runs (after one warm-up run) on `threads` torch threads."""
+def timed(fn, repeats: int, threads: int) -> tuple[float, float]:
+    """Median wall time and median process CPU time (s) of fn() over `repeats` runs, after a warm-up run
+    (numba loads its compiled kernels from the on-disk cache on first use), on `threads` torch threads.
+    CPU time is the steadier figure on a shared machine: it does not count time spent waiting for a core."""
     torch.set_num_threads(threads)
-    fn()  # warm-up (numba loads its compiled kernels from the on-disk cache on first use)
-    return statistics.median(fn() for _ in range(repeats))
+    fn()
+    walls, cpus = [], []
+    for _ in range(repeats):
+        w, c = time.perf_counter(), time.process_time()
+        fn()
+        walls.append(time.perf_counter() - w)
+        cpus.append(time.process_time() - c)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--ref-threads", type=int, default=1,
+        help="threads for the reference (1: on a shared 2-core machine torch's OpenMP barriers stall "
+        "whenever another process holds a core, which made the 2-thread reference 8-30x slower)",
+    )  # fmt: skip
     ap.add_argument("--no-record", action="store_true", help="do not append to benchmarks/RESULTS.md")
     args = ap.parse_args()
-    nt = args.threads
+    nt, rt = args.threads, args.ref_threads
 
     g = plane_scene()
     vm, K = camera(256)
@@ -163,37 +172,40 @@ def main() -> None:
         coverage = (a[2] > 0.5).float().mean().item()
         n_vis = int((render(g, vm, K, 256, 256).meta["radii"] > 0).all(-1).sum())
 
-    t_ours = timed(lambda: fwd_bwd(ours, g), args.repeats, nt)
-    t_ours1 = timed(lambda: fwd_bwd(ours, g), args.repeats, 1)
-    # The reference runs on 1 thread: on this shared 2-core machine torch's OpenMP barriers stall whenever
-    # another process holds a core, which made the 2-thread reference 8-30x slower, not faster.
-    t_ref = timed(lambda: fwd_bwd(ref, g), max(1, args.repeats // 2), 1)
-    t_frame = timed(lambda: forward_only(lambda: ours(vm5, K5, 512)), args.repeats, nt)
-    t_ref_frame = timed(lambda: forward_only(lambda: ref(vm5, K5, 512)), 1, 1)
+    ours_w, _ = timed(lambda: fwd_bwd(ours, g), args.repeats, nt)
+    ours1_w, ours1_c = timed(lambda: fwd_bwd(ours, g), args.repeats, 1)
+    ref_w, ref_c = timed(lambda: fwd_bwd(ref, g), max(1, args.repeats // 2), rt)
+    frame_w, _ = timed(lambda: forward_only(lambda: ours(vm5, K5, 512)), args.repeats, nt)
+    _, frame1_c = timed(lambda: forward_only(lambda: ours(vm5, K5, 512)), args.repeats, 1)
+    ref_frame_w, ref_frame_c = timed(lambda: forward_only(lambda: ref(vm5, K5, 512)), 1, rt)
+    ratio, ratio_cpu = ref_w / ours_w, ref_c / ours1_c
 
+    ms = lambda t: f"{t * 1e3:.0f} ms"  # noqa: E731
     print(
         f"scene: 20k Gaussians ({n_vis} in view), coverage {coverage:.0%}, mean |ours - reference| {diff:.1e}"
     )
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(
-        f"fwd+bwd 256x256: ours {t_ours * 1e3:.0f} ms on {nt} threads ({t_ours1 * 1e3:.0f} ms on 1); "
-        f"reference {t_ref * 1e3:.0f} ms on 1 thread"
+        f"fwd+bwd 256x256: ours {ms(ours_w)} wall on {nt} threads, "
+        f"{ms(ours1_w)} wall / {ms(ours1_c)} CPU on 1; reference {ms(ref_w)} wall / {ms(ref_c)} CPU on {rt}"
     )
-    print(f"ratio: {t_ref / t_ours:.1f}x ({nt} threads vs reference), {t_ref / t_ours1:.1f}x (1 thread each)")
+    print(f"ratio: {ratio:.1f}x wall ({nt} vs {rt} threads), {ratio_cpu:.1f}x CPU time (1 vs {rt})")
     print(
-        f"forward-only 512x512: ours {t_frame * 1e3:.0f} ms = {1 / t_frame:.1f} fps on {nt} threads; "
-        f"reference {t_ref_frame * 1e3:.0f} ms ({t_ref_frame / t_frame:.0f}x)"
+        f"forward-only 512x512: ours {ms(frame_w)} = {1 / frame_w:.1f} fps on {nt} threads "
+        f"({ms(frame1_c)} CPU on 1 = {1 / frame1_c:.1f} fps); reference {ms(ref_frame_w)} wall / "
+        f"{ms(ref_frame_c)} CPU ({ref_frame_c / frame1_c:.0f}x CPU time)"
     )
 
     if not args.no_record:
-        machine = f"{platform.machine()} {os.cpu_count()}-core shared, {nt} threads"
+        machine = f"{platform.machine()}, {os.cpu_count()} shared cores (load {os.getloadavg()[0]:.1f})"
         day = datetime.date.today().isoformat()
         rows = [
-            f"| {day} | {machine} | CPU render fwd+bwd, 20k Gaussians, 256x256 | {t_ours * 1e3:.0f} ms "
-            f"({t_ours1 * 1e3:.0f} ms on 1 thread) | {t_ref * 1e3:.0f} ms (pure-torch tiles, 1 thread) | "
-            f"{t_ref / t_ours:.1f}x ({t_ref / t_ours1:.1f}x at 1 thread) |",
-            f"| {day} | {machine} | CPU render forward, 20k Gaussians, 512x512 | {1 / t_frame:.1f} fps "
-            f"({t_frame * 1e3:.0f} ms) | {t_ref_frame * 1e3:.0f} ms (pure-torch tiles, 1 thread) | "
-            f"{t_ref_frame / t_frame:.0f}x |",
+            f"| {day} | {machine} | CPU render fwd+bwd, 20k Gaussians, 256x256 | {ms(ours_w)} wall on "
+            f"{nt} threads; {ms(ours1_c)} CPU on 1 | pure-torch tiles: {ms(ref_w)} wall / {ms(ref_c)} CPU "
+            f"on {rt} | {ratio:.1f}x wall, {ratio_cpu:.1f}x CPU |",
+            f"| {day} | {machine} | CPU render forward, 20k Gaussians, 512x512 | {1 / frame_w:.1f} fps on "
+            f"{nt} threads; {ms(frame1_c)} CPU on 1 | pure-torch tiles: {ms(ref_frame_c)} CPU on {rt} | "
+            f"{ref_frame_c / frame1_c:.0f}x CPU |",
         ]
         new = not RESULTS.exists()
         with RESULTS.open("a") as f:
@@ -201,7 +213,7 @@ def main() -> None:
                 f.write("# Benchmark results\n\n" + HEADER)
             f.write("\n".join(rows) + "\n")
         print(f"recorded in {RESULTS}")
-    assert math.isfinite(t_ref / t_ours)
+    assert math.isfinite(ratio)
 
 
 if __name__ == "__main__":

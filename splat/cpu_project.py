@@ -367,7 +367,7 @@ def _project_bwd(means, quats, log_scales, sh0, shN, degree, viewmats, Ks, campo
 
 
 def _np(x: Tensor) -> np.ndarray:
-    return x.detach().contiguous().numpy()
+    return np.ascontiguousarray(x.detach().numpy())
 
 
 class _Project(torch.autograd.Function):
@@ -375,18 +375,16 @@ class _Project(torch.autograd.Function):
     def forward(ctx, means, quats, log_scales, sh0, shN, opac, viewmats, Ks, width, height, degree, eps2d,
                 near, far):  # fmt: skip
         C, N = viewmats.shape[0], means.shape[0]
-        dtype = means.dtype
         campos = torch.linalg.inv(viewmats.double())[:, :3, 3]
         args = [_np(x) for x in (means, quats, log_scales)]
         consts = [_np(viewmats.double()), _np(Ks.double()), _np(campos), width, height, eps2d]
-        m2d = torch.empty((C, N, 2), dtype=dtype)
-        conics = torch.empty((C, N, 3), dtype=dtype)
-        colors = torch.empty((C, N, 4), dtype=dtype)
-        radii = torch.empty((C, N, 2), dtype=torch.int32)
+        dt = args[0].dtype
+        m2d, conics, colors = (np.empty((C, N, k), dt) for k in (2, 3, 4))
+        radii = np.empty((C, N, 2), np.int32)
         _project_fwd(
-            *args, _np(opac), _np(sh0), _np(shN), degree, *consts, near, far,
-            m2d.numpy(), conics.numpy(), colors.numpy(), radii.numpy(),
-        )  # fmt: skip
+            *args, _np(opac), _np(sh0), _np(shN), degree, *consts, near, far, m2d, conics, colors, radii
+        )
+        m2d, conics, colors, radii = (torch.from_numpy(x) for x in (m2d, conics, colors, radii))
         ctx.save_for_backward(means, quats, log_scales, sh0, shN, radii)
         ctx.consts = consts
         ctx.degree = degree
@@ -397,18 +395,16 @@ class _Project(torch.autograd.Function):
     def backward(ctx, v_m2d, v_conics, v_colors, _v_radii):
         means, quats, log_scales, sh0, shN, radii = ctx.saved_tensors
         C, N = radii.shape[:2]
-        dtype = means.dtype
-        zeros = lambda *s: torch.zeros(s, dtype=dtype)  # noqa: E731
-        v_m2d = zeros(C, N, 2) if v_m2d is None else v_m2d
-        v_conics = zeros(C, N, 3) if v_conics is None else v_conics
-        v_colors = zeros(C, N, 4) if v_colors is None else v_colors
-        grads = [zeros(N, 3), zeros(N, 4), zeros(N, 3), zeros(*sh0.shape), zeros(*shN.shape)]
+        dt = _np(means).dtype
+        # numpy, not torch, for these copies and zero fills: a torch op this size runs on torch's OpenMP
+        # pool, whose barriers stall on a shared machine
+        grad_in = lambda v, k: np.zeros((C, N, k), dt) if v is None else _np(v).astype(dt, copy=False)  # noqa: E731
+        grads = [np.zeros(s, dt) for s in ((N, 3), (N, 4), (N, 3), tuple(sh0.shape), tuple(shN.shape))]
         _project_bwd(
             _np(means), _np(quats), _np(log_scales), _np(sh0), _np(shN), ctx.degree, *ctx.consts,
-            _np(radii), _np(v_m2d.to(dtype)), _np(v_conics.to(dtype)), _np(v_colors.to(dtype)),
-            *[x.numpy() for x in grads],
+            _np(radii), grad_in(v_m2d, 2), grad_in(v_conics, 3), grad_in(v_colors, 4), *grads,
         )  # fmt: skip
-        return (*grads, None, None, None, None, None, None, None, None, None)
+        return (*[torch.from_numpy(g) for g in grads], None, None, None, None, None, None, None, None, None)
 
 
 def project_with_colors(

@@ -395,7 +395,8 @@ def _scatter(grads, offsets, ids, n_cams, n_tiles, out):
 # torch glue
 # --------------------------------------------------------------------------------------------------------
 def _np(x: Tensor) -> np.ndarray:
-    return x.detach().contiguous().numpy()
+    """A C-contiguous numpy view or copy (numpy copies: torch would spread a copy over its OpenMP pool)."""
+    return np.ascontiguousarray(x.detach().numpy())
 
 
 _pool: ThreadPoolExecutor | None = None
@@ -430,62 +431,165 @@ def _run_tiles(kernel, n_jobs: int, *args) -> None:
         f.result()
 
 
+def _composite(means2d, conics, colors, opacities, background, radii, depths, width, height):
+    """Bin and composite CHANNELS channels -> (kernel args, colour [C,H,W,4], T [C,H,W], last [C,H,W])."""
+    C = means2d.shape[0]
+    npdt = np.dtype(str(colors.dtype).removeprefix("torch."))
+    tiles_x = (width + TILE - 1) // TILE
+    tiles_y = (height + TILE - 1) // TILE
+    radii_np = _np(radii).astype(np.int64)
+    m2 = _np(means2d).astype(npdt, copy=False)
+    order = np.argsort(_np(depths), axis=1, kind="stable")  # front to back, ties by index (as gsplat)
+    offsets, ids = _bin(_tile_rects(m2, radii_np, tiles_x, tiles_y), order, tiles_x, tiles_y)
+    pxs = np.arange(width, dtype=npdt) + npdt.type(0.5)  # pixel centres
+    pys = np.arange(height, dtype=npdt) + npdt.type(0.5)
+    out_col = np.empty((C, height, width, CHANNELS), npdt)
+    out_T = np.empty((C, height, width), npdt)
+    out_last = np.empty((C, height, width), np.int32)
+    as_dt = lambda x: _np(x).astype(npdt, copy=False)  # noqa: E731
+    args = (
+        C * tiles_x * tiles_y, tiles_x, m2, as_dt(conics), as_dt(colors), as_dt(opacities), radii_np,
+        as_dt(background), offsets, ids, pxs, pys, _constants(npdt),
+    )  # fmt: skip
+    _run_tiles(_fwd, *args, out_col, out_T, out_last)
+    return args, out_col, out_T, out_last
+
+
+def _composite_backward(args, out_T, out_last, v_col, v_alpha) -> np.ndarray:
+    """Gradient rows per camera and Gaussian [C, N, N_GRAD] (layout: see N_GRAD)."""
+    m2, offsets, ids = args[2], args[8], args[9]
+    C, N = m2.shape[:2]
+    grads = np.zeros((len(ids), N_GRAD), out_T.dtype)
+    _run_tiles(_bwd, *args, out_T, out_last, v_col, v_alpha, grads)
+    per_g = np.zeros((C, N, N_GRAD), out_T.dtype)
+    _scatter(grads, offsets, ids, C, args[0] // C, per_g)
+    return per_g
+
+
+def _param_grads(ctx, per_g: np.ndarray) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Torch views (means2d, conics, colours, opacities) of the per-Gaussian gradient rows; sets absgrad."""
+    g = torch.from_numpy(per_g)
+    if ctx.absgrad:
+        ctx.means2d.absgrad = g[..., 6:8].clone()
+    return g[..., 0:2], g[..., 2:5], g[..., 8:], g[..., 5]
+
+
+def _zeros_or(v: Tensor | None, shape, dtype) -> np.ndarray:
+    return np.zeros(shape, dtype) if v is None else _np(v).astype(dtype, copy=False)
+
+
 class _Rasterize(torch.autograd.Function):
     """Composites exactly CHANNELS channels; rasterize() handles other channel counts."""
 
     @staticmethod
     def forward(ctx, means2d, conics, colors, opacities, background, radii, depths, width, height, absgrad):
-        C = means2d.shape[0]
-        dtype = colors.dtype
-        npdt = np.dtype(str(dtype).removeprefix("torch."))
-        tiles_x = (width + TILE - 1) // TILE
-        tiles_y = (height + TILE - 1) // TILE
-        radii_np = _np(radii).astype(np.int64)
-        m2 = _np(means2d)
-        order = np.argsort(_np(depths), axis=1, kind="stable")  # front to back, ties by index (as gsplat)
-        offsets, ids = _bin(_tile_rects(m2, radii_np, tiles_x, tiles_y), order, tiles_x, tiles_y)
-        pxs = np.arange(width, dtype=npdt) + npdt.type(0.5)  # pixel centres
-        pys = np.arange(height, dtype=npdt) + npdt.type(0.5)
-        out_col = torch.empty((C, height, width, CHANNELS), dtype=dtype)
-        out_T = torch.empty((C, height, width), dtype=dtype)
-        out_last = torch.empty((C, height, width), dtype=torch.int32)
-        args = (
-            C * tiles_x * tiles_y, tiles_x, m2, _np(conics), _np(colors), _np(opacities), radii_np,
-            _np(background), offsets, ids, pxs, pys, _constants(npdt),
-        )  # fmt: skip
-        _run_tiles(_fwd, *args, out_col.numpy(), out_T.numpy(), out_last.numpy())
-        ctx.args = args
-        ctx.absgrad = absgrad
-        ctx.means2d = means2d if absgrad else None
-        ctx.save_for_backward(out_T, out_last)
-        return out_col, (1.0 - out_T)[..., None]
+        args, out_col, out_T, out_last = _composite(
+            means2d, conics, colors, opacities, background, radii, depths, width, height
+        )
+        ctx.args, ctx.absgrad, ctx.means2d = args, absgrad, (means2d if absgrad else None)
+        ctx.out = (out_T, out_last)
+        return torch.from_numpy(out_col), torch.from_numpy(1.0 - out_T[..., None])
 
     @staticmethod
     def backward(ctx, v_col, v_alpha):
-        out_T, out_last = ctx.saved_tensors
-        args = ctx.args
-        m2, ids, offsets = args[2], args[9], args[8]
-        C, N = m2.shape[:2]
-        dtype = out_T.dtype
-        v_col = torch.zeros((*out_T.shape, CHANNELS), dtype=dtype) if v_col is None else v_col
-        v_alpha = torch.zeros_like(out_T) if v_alpha is None else v_alpha[..., 0]
-        v_col = v_col.to(dtype).contiguous()
-        v_alpha = v_alpha.to(dtype).contiguous()
-        grads = np.zeros((len(ids), N_GRAD), dtype=out_T.numpy().dtype)
-        _run_tiles(_bwd, *args, out_T.numpy(), out_last.numpy(), v_col.numpy(), v_alpha.numpy(), grads)
-        per_g = np.zeros((C, N, N_GRAD), dtype=grads.dtype)
-        _scatter(grads, offsets, ids, C, args[0] // C, per_g)
-        per_g = torch.from_numpy(per_g)
-        if ctx.absgrad:
-            ctx.means2d.absgrad = per_g[..., 6:8].clone()
-        v_bg = (out_T[..., None] * v_col).sum(dim=(1, 2)) if ctx.needs_input_grad[4] else None
-        v_means2d, v_conics, v_opac, v_colors = (
-            per_g[..., 0:2],
-            per_g[..., 2:5],
-            per_g[..., 5],
-            per_g[..., 8:],
+        out_T, out_last = ctx.out
+        v_col = _zeros_or(v_col, (*out_T.shape, CHANNELS), out_T.dtype)
+        v_alpha = _zeros_or(v_alpha, (*out_T.shape, 1), out_T.dtype)[..., 0].copy()
+        per_g = _composite_backward(ctx.args, out_T, out_last, v_col, v_alpha)
+        v_bg = None
+        if ctx.needs_input_grad[4]:
+            v_bg = torch.from_numpy(np.einsum("chw,chwd->cd", out_T, v_col))
+        return *_param_grads(ctx, per_g), v_bg, None, None, None, None, None
+
+
+@_jit
+def _split_rgbd(col, T, rgb, depth, alpha):
+    """Composited (rgb, sum w z) and T -> rgb, expected depth sum(w z) / sum(w) (0 where nothing), alpha."""
+    C, H, W = T.shape
+    for c in range(C):
+        for y in range(H):
+            for x in range(W):
+                a = 1.0 - T[c, y, x]
+                alpha[c, y, x, 0] = a
+                depth[c, y, x, 0] = col[c, y, x, 3] / max(a, 1e-10)
+                for ch in range(3):
+                    rgb[c, y, x, ch] = col[c, y, x, ch]
+
+
+@_jit
+def _join_rgbd_grads(col, T, v_rgb, v_depth, v_alpha, v_col, v_a):
+    """Backward of _split_rgbd: (d/d rgb, d/d depth, d/d alpha) -> d/d composited colour and d/d alpha."""
+    C, H, W = T.shape
+    for c in range(C):
+        for y in range(H):
+            for x in range(W):
+                a = 1.0 - T[c, y, x]
+                den = max(a, 1e-10)
+                for ch in range(3):
+                    v_col[c, y, x, ch] = v_rgb[c, y, x, ch]
+                vd = v_depth[c, y, x, 0]
+                v_col[c, y, x, 3] = vd / den
+                v_a[c, y, x] = v_alpha[c, y, x, 0]
+                if a >= 1e-10:  # the clamp has no gradient below it
+                    v_a[c, y, x] -= vd * col[c, y, x, 3] / (den * den)
+
+
+class _RasterizeRGBD(torch.autograd.Function):
+    """Colour + expected depth + alpha in one step, so no image-sized torch ops run on the way (on a
+    shared machine each torch op on a large tensor can stall in torch's OpenMP pool)."""
+
+    @staticmethod
+    def forward(ctx, means2d, conics, colors, opacities, background, radii, depths, width, height, absgrad):
+        bg = torch.cat([background.detach(), background.new_zeros((background.shape[0], 1))], dim=-1)
+        args, out_col, out_T, out_last = _composite(
+            means2d, conics, colors, opacities, bg, radii, depths, width, height
         )
-        return v_means2d, v_conics, v_colors, v_opac, v_bg, None, None, None, None, None
+        rgb = np.empty((*out_T.shape, 3), out_T.dtype)
+        depth = np.empty((*out_T.shape, 1), out_T.dtype)
+        alpha = np.empty((*out_T.shape, 1), out_T.dtype)
+        _split_rgbd(out_col, out_T, rgb, depth, alpha)
+        ctx.args, ctx.absgrad, ctx.means2d = args, absgrad, (means2d if absgrad else None)
+        ctx.out = (out_col, out_T, out_last)
+        return torch.from_numpy(rgb), torch.from_numpy(depth), torch.from_numpy(alpha)
+
+    @staticmethod
+    def backward(ctx, v_rgb, v_depth, v_alpha):
+        out_col, out_T, out_last = ctx.out
+        dt = out_T.dtype
+        v_rgb = _zeros_or(v_rgb, (*out_T.shape, 3), dt)
+        v_depth = _zeros_or(v_depth, (*out_T.shape, 1), dt)
+        v_alpha = _zeros_or(v_alpha, (*out_T.shape, 1), dt)
+        v_col = np.empty((*out_T.shape, CHANNELS), dt)
+        v_a = np.empty(out_T.shape, dt)
+        _join_rgbd_grads(out_col, out_T, v_rgb, v_depth, v_alpha, v_col, v_a)
+        per_g = _composite_backward(ctx.args, out_T, out_last, v_col, v_a)
+        v_bg = None
+        if ctx.needs_input_grad[4]:
+            v_bg = torch.from_numpy(np.einsum("chw,chwd->cd", out_T, v_rgb))
+        return *_param_grads(ctx, per_g), v_bg, None, None, None, None, None
+
+
+def rasterize_rgbd(
+    means2d: Tensor,  # [C, N, 2]
+    conics: Tensor,  # [C, N, 3]
+    colors: Tensor,  # [C, N, 4]: rgb and camera z-depth
+    opacities: Tensor,  # [C, N]
+    radii: Tensor,  # [C, N, 2] int, 0 = culled
+    width: int,
+    height: int,
+    background: Tensor | None = None,  # [C, 3]
+    absgrad: bool = False,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """-> rgb [C, H, W, 3] (over the background), expected depth [C, H, W, 1] (sum w z / sum w, 0 where
+    nothing was drawn) and alpha [C, H, W, 1], as gsplat's render_mode="RGB+ED"; sorted by colors[..., 3]."""
+    C = means2d.shape[0]
+    dtype = colors.dtype
+    if colors.shape[-1] != 4:
+        raise ValueError(f"rasterize_rgbd takes colours [C, N, 4] (rgb, depth), got {tuple(colors.shape)}")
+    background = torch.zeros((C, 3), dtype=dtype) if background is None else background.to(dtype).expand(C, 3)
+    return _RasterizeRGBD.apply(
+        means2d, conics, colors, opacities, background, radii, colors[..., 3], width, height, absgrad
+    )
 
 
 def rasterize(

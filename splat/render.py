@@ -17,7 +17,7 @@ from torch import Tensor
 
 from engine.errors import StitchError
 from splat.cpu_project import project_with_colors
-from splat.cpu_raster import rasterize
+from splat.cpu_raster import rasterize_rgbd
 from splat.gaussians import Gaussians
 from splat.projection import camera_centres, project
 from splat.sh import eval_sh
@@ -128,14 +128,9 @@ def _render_cpu(gaussians, viewmats, Ks, width, height, degree, background, near
             degree, near=near, far=far,
         )  # fmt: skip
     depths = colors[..., 3]  # [C, N]: depth rides through the compositor as a 4th colour channel
-    bg = torch.zeros((C, 4), dtype=colors.dtype)
-    if background is not None:
-        bg[:, :3] = background.expand(C, 3)
     opac = opacities[None].expand(C, -1)
-    out, alpha = rasterize(
-        means2d, conics, colors, opac, radii, depths, width, height, background=bg, absgrad=absgrad
-    )
-    depth = out[..., 3:4] / alpha.clamp_min(1e-10)
+    bg = None if background is None else background.expand(C, 3)
+    rgb, depth, alpha = rasterize_rgbd(means2d, conics, colors, opac, radii, width, height, bg, absgrad)
     meta = {
         "means2d": means2d,
         "radii": radii,
@@ -150,7 +145,7 @@ def _render_cpu(gaussians, viewmats, Ks, width, height, degree, background, near
         "n_batches": 1,
         "tile_size": 16,
     }
-    return RenderOutput(rgb=out[..., :3], depth=depth, alpha=alpha, meta=meta)
+    return RenderOutput(rgb=rgb, depth=depth, alpha=alpha, meta=meta)
 
 
 def _project_torch(p, opacities, viewmats, Ks, width, height, degree, near, far):
