@@ -146,6 +146,26 @@ def view(
     serve_saved(scene, host=host, port=port)
 
 
+@bench_app.command("geometry")
+def bench_geometry(
+    data_dir: Path = typer.Argument(..., help="RGB-D folder with poses (or a folder of them)."),
+    output: Path = typer.Option(Path("bench-geometry"), "--output", "-o", help="Results folder (resumable)."),
+    gap: int | None = typer.Option(None, "--gap", help="Frame gap j - i (default: per dataset)."),
+    max_pairs: int | None = typer.Option(None, "--max-pairs", help="At most this many pairs (seeded)."),
+    methods: str = typer.Option("", "--methods", help="Comma-separated names (default: all)."),
+    seed: int = typer.Option(0, "--seed", help="Pair selection seed."),
+    no_sweep: bool = typer.Option(False, "--no-sweep", help="Skip the extra gaps of the MAE-vs-gap figure."),
+) -> None:
+    """Score depth completion on real RGB-D ground truth (uncovered pixels of frame j given frame i)."""
+    from engine.geometry_bench import BenchConfig, run_geometry_benchmark
+
+    names = [m.strip() for m in methods.split(",") if m.strip()] or None
+    config = BenchConfig(sweep_gaps=not no_sweep)
+    table = run_geometry_benchmark(data_dir, output, names, gap, max_pairs, seed, config)
+    typer.echo(table.markdown())
+    typer.echo(f"results in {output} (summary.md, summary.csv, results.csv, figure.png)")
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     import click
