@@ -12,7 +12,8 @@ Two spaces:
 fit space differs from what pred holds, pred is reciprocated first.
 
 Robust fitting is iteratively re-weighted least squares with Tukey's biweight on residuals scaled by their MAD
-(deterministic, no random sampling), started from a plain least-squares fit. Outliers such as depth edges,
+(deterministic, no random sampling), started from a least-squares and from a median/MAD line; the fit with
+the smaller median residual wins. Outliers such as depth edges,
 mixed pixels or a wrongly-predicted sky barely move the fit.
 """
 
@@ -82,21 +83,35 @@ def fit_scale_shift(
     s, t = _weighted_line_fit(x, y, w)
     if not robust or len(x) < 3:
         return s, t, w
-    # Start from a median-based fit so a large outlier group cannot drag the first estimate far away.
+    # Two deterministic starts: least squares (fine for mild outliers, clustered data) and a median/MAD
+    # line (resists a large outlier group); IRLS from each, keep the fit with the smaller median residual.
     xm, ym = float(np.median(x)), float(np.median(y))
-    xs = float(np.median(np.abs(x - xm))) + 1e-12
-    ys = float(np.median(np.abs(y - ym))) + 1e-12
-    s, t = ys / xs, ym - ys / xs * xm
+    xs = float(np.median(np.abs(x - xm)))
+    ys = float(np.median(np.abs(y - ym)))
+    starts = [(s, t)]
+    if xs > 1e-12 and ys > 1e-12:
+        starts.append((ys / xs, ym - ys / xs * xm))
+    best = None
+    for s0, t0 in starts:
+        s_i, t_i, w_i = _irls(x, y, s0, t0, iterations, tukey_c, abs(ym))
+        score = float(np.median(np.abs(y - (s_i * x + t_i))))
+        if best is None or score < best[0]:
+            best = (score, s_i, t_i, w_i)
+    return best[1], best[2], best[3]
+
+
+def _irls(x, y, s, t, iterations: int, tukey_c: float, y_scale: float) -> tuple[float, float, np.ndarray]:
+    w = np.ones_like(x)
     for _ in range(iterations):
         r = y - (s * x + t)
         mad = float(np.median(np.abs(r - np.median(r))))
-        sigma = 1.4826 * mad + 1e-9 * (abs(ym) + 1e-9)
+        sigma = 1.4826 * mad + 1e-9 * (y_scale + 1e-9)
         u = r / (tukey_c * sigma)
         w = np.where(np.abs(u) < 1.0, (1.0 - u * u) ** 2, 0.0)
         if w.sum() < 2:
             w = np.ones_like(x)
         s_new, t_new = _weighted_line_fit(x, y, w)
-        converged = abs(s_new - s) <= 1e-7 * abs(s) + 1e-12 and abs(t_new - t) <= 1e-7 * (abs(t) + abs(ym))
+        converged = abs(s_new - s) <= 1e-7 * abs(s) + 1e-12 and abs(t_new - t) <= 1e-7 * (abs(t) + y_scale)
         s, t = s_new, t_new
         if converged:
             break

@@ -306,30 +306,36 @@ def geodesic_fill(
 
 def cone_smooth(values: np.ndarray, known: np.ndarray, rate: float) -> np.ndarray:  # [H, W] -> [H, W]
     """Blur the filled region with a Gaussian whose sigma grows as rate x (distance to the known region):
-    propagated values stay sharp at the seam and lose their streaks far from it."""
+    propagated values stay sharp at the seam and lose their streaks far from it. The blur averages filled
+    pixels only (normalised convolution), so known depth across an edge never leaks into the fill."""
     if rate <= 0 or known.all():
         return values
+    fill = (~known).astype(np.float32)
     dist = ndimage.distance_transform_edt(~known)
     sig = rate * dist
-    levels = [0.0]
-    stack = [values.astype(np.float32)]
+    num0 = (values * fill).astype(np.float32)
+    levels, nums, dens = [0.0], [num0], [fill]
     s = 1.0
     while s <= max(float(sig.max()), 1.0) * 2:
         if s < 8:
-            stack.append(cv2.GaussianBlur(stack[0], (0, 0), s))
+            nums.append(cv2.GaussianBlur(num0, (0, 0), s))
+            dens.append(cv2.GaussianBlur(fill, (0, 0), s))
         else:  # wide blurs on a 4x smaller copy (same result, far cheaper)
-            small = cv2.resize(stack[0], None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA)
-            small = cv2.GaussianBlur(small, (0, 0), s / 4)
-            stack.append(cv2.resize(small, values.shape[::-1], interpolation=cv2.INTER_LINEAR))
+            for src, dst in ((num0, nums), (fill, dens)):
+                small = cv2.resize(src, None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA)
+                small = cv2.GaussianBlur(small, (0, 0), s / 4)
+                dst.append(cv2.resize(small, values.shape[::-1], interpolation=cv2.INTER_LINEAR))
         levels.append(s)
         s *= 2
     pos = np.interp(sig, levels, np.arange(len(levels)))
     lo = np.floor(pos).astype(np.int64)
     hi = np.minimum(lo + 1, len(levels) - 1)
     t = (pos - lo).astype(np.float32)
-    st = np.stack(stack)
     yy, xx = np.indices(values.shape)
-    smooth = (1 - t) * st[lo, yy, xx] + t * st[hi, yy, xx]
+    num, den = np.stack(nums), np.stack(dens)
+    n = (1 - t) * num[lo, yy, xx] + t * num[hi, yy, xx]
+    d = (1 - t) * den[lo, yy, xx] + t * den[hi, yy, xx]
+    smooth = np.where(d > 1e-6, n / np.maximum(d, 1e-6), values)
     return np.where(known, values, smooth)
 
 
@@ -382,8 +388,9 @@ class ClassicalDepthCompleter:
     def __call__(self, image: np.ndarray, known_depth: np.ndarray, known_mask: np.ndarray) -> np.ndarray:
         image = np.asarray(image, dtype=np.float32)
         known_depth = np.asarray(known_depth, dtype=np.float32)
-        mask = np.asarray(known_mask, dtype=bool) & np.isfinite(known_depth) & (known_depth > 0)
+        mask = np.asarray(known_mask, dtype=bool)
         _check(image, known_depth, mask)
+        mask = mask & np.isfinite(known_depth) & (known_depth > 0)
         if not mask.any():
             return self.prior(image)
         if mask.all():

@@ -2,8 +2,9 @@
 
 Protocol (Invisible Stitch, "based on ground-truth geometry"; PAPER-NOTES):
 1. From an RGB-D sequence with poses take pairs (i, j = i + gap), chosen deterministically (seeded).
-2. Lift frame i's ground-truth depth to 3D, seed one small Gaussian per valid pixel (Gaussians.from_points,
-   colour from frame i) and render it into frame j with the project's renderer (splat.render.render_camera);
+2. Lift frame i's ground-truth depth to 3D, seed one Gaussian per valid pixel exactly as the pipeline seeds
+   new pixels (Gaussians.from_points, scale factor 0.5, opacity 0.95, colour from frame i) and render it
+   into frame j with the project's renderer (splat.render.render_camera);
    covered = alpha > 0.5 eroded by a disk of radius 2, as the pipeline does (engine.fusion.coverage_masks);
    the known depth is the rendered depth on covered pixels.
 3. Every method gets frame j's image and that partial depth and returns a full depth map.
@@ -186,7 +187,8 @@ class PartialDepth:
 def render_partial_depth(
     src: RGBDFrame,
     dst: RGBDFrame,
-    scale_factor: float = 1.0,
+    scale_factor: float = 0.5,
+    opacity: float = 0.95,
     erode_px: int = 2,
     threshold: float = 0.5,
     renderer: str = "auto",
@@ -213,7 +215,7 @@ def render_partial_depth(
 
         points = unproject_depth(src.camera, src.depth, valid)  # [M, 3]
         gaussians = Gaussians.from_points(
-            points, src.image[valid], sh_degree=0, opacity=0.99, scale_factor=scale_factor
+            points, src.image[valid], sh_degree=0, opacity=opacity, scale_factor=scale_factor
         )
         with torch.no_grad():
             out = render_camera(gaussians, cam)
@@ -280,13 +282,15 @@ class BenchConfig:
     seed: int = 0
     band_px: float = 10.0
     erode_px: int = 2
-    scale_factor: float = 1.0
+    scale_factor: float = 0.5  # Gaussian size and opacity as the pipeline seeds them (engine.config)
+    opacity: float = 0.95
     renderer: str = "auto"
     figure: bool = True
 
     def protocol_key(self) -> str:
         """What a cached per-pair result depends on (method settings are added per method)."""
-        d = {"v": BENCH_VERSION, "band": self.band_px, "erode": self.erode_px, "scale": self.scale_factor}
+        d = {"v": BENCH_VERSION, "band": self.band_px, "erode": self.erode_px, "scale": self.scale_factor,
+             "opacity": self.opacity}  # fmt: skip
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -372,7 +376,7 @@ def _cached_partial(
         except (OSError, ValueError, KeyError):
             pass  # a truncated cache file from an interrupted run: render again
     part = render_partial_depth(
-        src, dst, scale_factor=config.scale_factor, erode_px=config.erode_px, renderer=config.renderer
+        src, dst, config.scale_factor, config.opacity, erode_px=config.erode_px, renderer=config.renderer
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
