@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import threading
 
+import pytest
 import torch
 from render_reference import H, W, random_scene, two_cameras
 
 from splat.cpu_raster import rasterize
+from splat.gaussians import Gaussians
 from splat.render import render
 
 
@@ -70,3 +74,25 @@ def test_render_uses_several_threads_with_the_same_result():
         torch.set_num_threads(old)
     torch.testing.assert_close(one.rgb, two.rgb, rtol=0, atol=0)
     assert one.alpha.mean() > 0.2  # the scene really covers the image
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_render_works_in_a_forked_child_after_threaded_use():
+    """Data loaders and job runners fork: the child must not wait on the parent's tile threads."""
+    scene = random_scene(10, dtype=torch.float32)
+    viewmats, Ks = two_cameras(torch.float32)
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        expected = render(scene, viewmats, Ks, W, H).rgb  # starts the parent's thread pool
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(1) as pool:
+            got = pool.apply_async(_render_sum, (scene.tensors(), viewmats, Ks)).get(timeout=60)
+    finally:
+        torch.set_num_threads(old)
+    assert abs(got - expected.sum().item()) < 1e-3
+
+
+def _render_sum(params, viewmats, Ks) -> float:
+    torch.set_num_threads(2)
+    return render(Gaussians(params), viewmats, Ks, W, H).rgb.sum().item()
