@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from splat.cpu_raster import _run_tiles
 from splat.sh import C0, C1, C2, C3
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -95,6 +96,21 @@ def _sh_basis_grad(d, x, y, z, w):
     return gx, gy, gz
 
 
+BLOCK = 1024  # Gaussians per job when the projection is shared between threads
+
+
+@_jit
+def _gaussians_of(jobs, n):
+    """The Gaussian indices of a list of jobs (blocks of BLOCK consecutive Gaussians)."""
+    out = np.empty(len(jobs) * BLOCK, np.int64)
+    k = 0
+    for j in jobs:
+        for g in range(j * BLOCK, min(n, (j + 1) * BLOCK)):
+            out[k] = g
+            k += 1
+    return out[:k]
+
+
 @_jit
 def _rotation(q, R):
     """Normalised quaternion (w, x, y, z) and its norm; its rotation matrix into R [3, 3]."""
@@ -131,7 +147,7 @@ def _camera_terms(viewmat, K, width, height, p, t):
 
 
 @_jit
-def _project_fwd(means, quats, log_scales, opac, sh0, shN, degree, viewmats, Ks, campos, width, height,
+def _project_fwd(jobs, means, quats, log_scales, opac, sh0, shN, degree, viewmats, Ks, campos, width, height,
                  eps2d, near, far, m2d, conics, colors, radii):  # fmt: skip
     """Forward: m2d [C,N,2], conics [C,N,3], colors [C,N,4] (rgb + depth), radii [C,N,2] (0 = culled)."""
     C, N = m2d.shape[0], m2d.shape[1]
@@ -141,7 +157,7 @@ def _project_fwd(means, quats, log_scales, opac, sh0, shN, degree, viewmats, Ks,
     TW = np.empty((2, 3))
     R = np.empty((3, 3))
     t = np.empty(3)
-    for g in range(N):
+    for g in _gaussians_of(jobs, N):
         _rotation(quats[g], R)
         for i in range(3):
             for j in range(3):
@@ -209,7 +225,7 @@ def _project_fwd(means, quats, log_scales, opac, sh0, shN, degree, viewmats, Ks,
 
 
 @_jit
-def _project_bwd(means, quats, log_scales, sh0, shN, degree, viewmats, Ks, campos, width, height, eps2d,
+def _project_bwd(jobs, means, quats, log_scales, sh0, shN, degree, viewmats, Ks, campos, width, height, eps2d,
                  radii, v_m2d, v_conics, v_colors,
                  g_means, g_quats, g_log_scales, g_sh0, g_shN):  # fmt: skip
     """Backward of _project_fwd for the Gaussians that were not culled; all g_* arrays start at zero."""
@@ -228,7 +244,7 @@ def _project_bwd(means, quats, log_scales, sh0, shN, degree, viewmats, Ks, campo
     gt = np.empty(3)
     gp = np.empty(3)
     s = np.empty(3)
-    for g in range(N):
+    for g in _gaussians_of(jobs, N):
         visible = False
         for c in range(C):
             visible = visible or (radii[c, g, 0] > 0 and radii[c, g, 1] > 0)
@@ -381,9 +397,10 @@ class _Project(torch.autograd.Function):
         dt = args[0].dtype
         m2d, conics, colors = (np.empty((C, N, k), dt) for k in (2, 3, 4))
         radii = np.empty((C, N, 2), np.int32)
-        _project_fwd(
-            *args, _np(opac), _np(sh0), _np(shN), degree, *consts, near, far, m2d, conics, colors, radii
-        )
+        _run_tiles(
+            _project_fwd, -(-N // BLOCK), *args, _np(opac), _np(sh0), _np(shN), degree, *consts, near, far,
+            m2d, conics, colors, radii,
+        )  # fmt: skip
         m2d, conics, colors, radii = (torch.from_numpy(x) for x in (m2d, conics, colors, radii))
         ctx.save_for_backward(means, quats, log_scales, sh0, shN, radii)
         ctx.consts = consts
@@ -400,9 +417,10 @@ class _Project(torch.autograd.Function):
         # pool, whose barriers stall on a shared machine
         grad_in = lambda v, k: np.zeros((C, N, k), dt) if v is None else _np(v).astype(dt, copy=False)  # noqa: E731
         grads = [np.zeros(s, dt) for s in ((N, 3), (N, 4), (N, 3), tuple(sh0.shape), tuple(shN.shape))]
-        _project_bwd(
-            _np(means), _np(quats), _np(log_scales), _np(sh0), _np(shN), ctx.degree, *ctx.consts,
-            _np(radii), grad_in(v_m2d, 2), grad_in(v_conics, 3), grad_in(v_colors, 4), *grads,
+        _run_tiles(
+            _project_bwd, -(-N // BLOCK), _np(means), _np(quats), _np(log_scales), _np(sh0), _np(shN),
+            ctx.degree, *ctx.consts, _np(radii), grad_in(v_m2d, 2), grad_in(v_conics, 3),
+            grad_in(v_colors, 4), *grads,
         )  # fmt: skip
         return (*[torch.from_numpy(g) for g in grads], None, None, None, None, None, None, None, None, None)
 

@@ -9,7 +9,8 @@ The compositing rule is gsplat 1.5.3's, so CPU and CUDA images agree:
 
 How it is fast (each step chosen by measurement, see benchmarks/bench_render.py):
 - Gaussians are binned into 16x16 tiles in depth order: one stable sort per camera, then a counting fill,
-  so every tile's list comes out sorted. Tiles are independent, so numba runs them on parallel threads.
+  so every tile's list comes out sorted. Tiles are independent: torch.get_num_threads() Python threads run
+  them through nogil numba kernels (see _run_tiles for why not numba's own parallel=True).
 - Within a tile, a Gaussian is composited onto whole 16-pixel rows at once (only the rows its ellipse
   reaches, skipping rows that are already saturated), written without branches so LLVM turns each row
   into SIMD instructions, the way a GPU warp runs a tile. exp() is computed with arithmetic only (exponent
@@ -18,8 +19,11 @@ How it is fast (each step chosen by measurement, see benchmarks/bench_render.py)
   (T_i = T_{i+1} / (1 - alpha_i)) as gsplat does, accumulates per-lane partial sums, and writes one
   gradient row per (tile, Gaussian) intersection; rows are summed per Gaussian afterwards, so threads never
   write to the same memory.
+- No image-sized torch op runs on the way: rasterize_rgbd() (what render() uses) splits colour, expected
+  depth and alpha inside numba, and buffers are numpy's, because on a shared machine torch's OpenMP pool
+  stalls for a scheduler time slice on a good fraction of large ops.
 Kernels are generic over float32/float64 and composite 4 channels at a time (RGB + depth in render());
-numba caches the compiled machine code on disk after the first call.
+numba caches the compiled machine code on disk after the first call (compiling takes ~10-20 s per dtype).
 """
 
 from __future__ import annotations

@@ -61,18 +61,24 @@ def test_concurrent_renders_from_several_threads_match_serial_ones():
 
 
 def test_render_uses_several_threads_with_the_same_result():
-    scene = random_scene(9, n=300, dtype=torch.float32)
+    scene = random_scene(9, n=2500, dtype=torch.float32)  # > 1 projection block (1024 Gaussians)
     viewmats, Ks = two_cameras(torch.float32)
     Ks[:, :2] *= 4  # the same view at 4x the resolution: many tiles to share out
     old = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
         one = render(scene, viewmats, Ks, 4 * W, 4 * H)
+        one.rgb.sum().backward()
+        grads_one = {k: v.grad.clone() for k, v in scene.params.items()}
+        scene.zero_grad()
         torch.set_num_threads(2)
         two = render(scene, viewmats, Ks, 4 * W, 4 * H)
+        two.rgb.sum().backward()
     finally:
         torch.set_num_threads(old)
     torch.testing.assert_close(one.rgb, two.rgb, rtol=0, atol=0)
+    for key, p in scene.params.items():  # same sums in the same order: identical, not just close
+        torch.testing.assert_close(p.grad, grads_one[key], rtol=0, atol=0)
     assert one.alpha.mean() > 0.2  # the scene really covers the image
 
 
