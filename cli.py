@@ -166,6 +166,55 @@ def bench_geometry(
     typer.echo(f"results in {output} (summary.md, summary.csv, results.csv, figure.png)")
 
 
+@app.command()
+def refine(
+    run_dir: Path = typer.Argument(..., help="A finished run directory of stitch generate."),
+    steps: int = typer.Option(1000, "--steps", help="Optimisation steps (one view each)."),
+    strategy: str = typer.Option("auto", "--strategy", help="auto | cpu | default | mcmc | none"),
+    budget: int | None = typer.Option(None, "--budget", help="Most Gaussians (default 1.25x CPU, 2x CUDA)."),
+    depth_weight: float = typer.Option(0.05, "--depth-weight", help="Depth supervision weight (0: off)."),
+    pose_refine: bool = typer.Option(False, "--pose-refine", help="Learn a small pose fix per view."),
+    checkpoint_every: int = typer.Option(100, "--checkpoint-every", help="Save resumable state every N."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    restart: bool = typer.Option(False, "--restart", help="Discard a saved refinement and start over."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Re-optimise a finished run (densify, prune, sharpen); writes refined.ply, quality.json. Resumable."""
+    from engine.refine import RefineConfig, RefineProgress, refine_run
+
+    config = RefineConfig(
+        steps=steps, strategy=strategy, budget=budget, depth_weight=depth_weight, pose_refine=pose_refine,
+        checkpoint_every=checkpoint_every, seed=seed, device=device,
+    )  # fmt: skip
+    try:
+        result = refine_run(run_dir, config, restart=restart, progress=None if quiet else RefineProgress())
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted; progress is saved, run the same command to continue ({run_dir})", err=True)
+        sys.exit(130)
+    gain = result.report["gain_db"]
+    typer.echo(f"{result.ply}  {result.report_path}")
+    typer.echo(
+        f"PSNR gain: generation views {gain['generation_views']:+.2f} dB, "
+        f"held-out cameras {gain['held_out_cameras']:+.2f} dB"
+    )
+
+
+@app.command()
+def video(
+    source: Path = typer.Argument(..., help="Run directory (refined.ply if present) or scene file."),
+    output: Path = typer.Option(Path("flythrough.mp4"), "--output", "-o", help=".mp4, .gif or a folder."),
+    path: Path | None = typer.Option(None, "--path", help="Keyframe camera path JSON (default: the run's)."),
+    frames: int = typer.Option(120, "--frames", help="Number of frames."),
+    fps: int = typer.Option(30, "--fps"),
+    width: int | None = typer.Option(None, "--width", help="Frame width (default: the cameras')."),
+) -> None:
+    """Render a smooth fly-through through the generation cameras (or --path) to a video."""
+    from engine.video import make_video
+
+    typer.echo(str(make_video(source, output, path=path, frames=frames, fps=fps, width=width)))
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     import click
