@@ -13,6 +13,7 @@ Facts about the original naming come from the ZoeDepth / MiDaS sources and trans
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -269,6 +270,13 @@ def _resolve_file(path_or_repo: str | Path, filename: str, **hub_kw) -> Path:
         raise ModelUnavailableError(f"checkpoint {path_or_repo} does not exist; check the path")
     from huggingface_hub import hf_hub_download
 
+    if "local_files_only" not in hub_kw:  # HF_HUB_OFFLINE read now, not only at huggingface_hub's import
+        hub_kw["local_files_only"] = os.environ.get("HF_HUB_OFFLINE", "").upper() in (
+            "1",
+            "ON",
+            "YES",
+            "TRUE",
+        )
     try:
         return Path(hf_hub_download(str(path_or_repo), filename, **hub_kw))
     except Exception as exc:  # offline, missing repo, network: one clear line

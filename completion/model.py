@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -409,6 +410,8 @@ def resolve_folder(
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+    if local_files_only is None:  # read HF_HUB_OFFLINE now (huggingface_hub reads it once, at import)
+        local_files_only = os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
     try:
         files = [
             hf_hub_download(

@@ -199,3 +199,9 @@ def test_save_original_checkpoint_writes_model_key(model, tmp_path):
     path = save_original_checkpoint(model, tmp_path / "x.pt")
     obj = torch.load(path, weights_only=True)
     assert set(obj) == {"model"} and "core.core.pretrained.model.patch_embed.proj.bias" in obj["model"]
+
+
+def test_paper_checkpoint_offline_is_one_clear_line(model, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelUnavailableError, match="stitch models download paulengstler/invisible-stitch"):
+        DepthCompletionModel.from_invisible_stitch(config=model.config, cache_dir=str(tmp_path / "cache"))
