@@ -185,7 +185,7 @@ class _Evil:
 def test_checkpoint_read_is_weights_only(tmp_path):
     path = tmp_path / "evil.pt"
     with path.open("wb") as f:
-        pickle.dump({"model": {"x": _Evil()}}, f)
+        pickle.dump({"model": {"x": _Evil()}}, f, protocol=2)
     with pytest.raises(StitchError, match="safely"):
         read_original_checkpoint(path)
 
