@@ -1,4 +1,7 @@
-"""EWA projection of 3D Gaussians to screen space, in plain differentiable torch (the CPU path).
+"""EWA projection of 3D Gaussians to screen space, in plain differentiable torch.
+
+The CPU renderer uses splat/cpu_project.py (the same maths, fused in numba, ~8x faster) and falls back to
+this module when the camera matrices need gradients (pose refinement), which autograd gives here for free.
 
 Conventions follow gsplat 1.5.3's CUDA `fully_fused_projection` so CPU and CUDA renders agree:
 - covariance = R(q) S S^T R(q)^T with q a (w, x, y, z) quaternion (normalised here) and S = diag(scales);
