@@ -55,6 +55,9 @@ def generate(
     ),
     model_path: Path | None = typer.Option(None, "--model-path", help="Local folder with model weights."),
     outpaint_steps: int = typer.Option(0, "--outpaint-steps", help="Diffusion outpainter steps (0: 50)."),
+    max_gaussians: int = typer.Option(
+        0, "--max-gaussians", help="Gaussian budget for the scene (0: none); later views are seeded sparser."
+    ),
     splat: bool = typer.Option(False, "--splat", help="Also export .splat next to the .ply."),
     spz: bool = typer.Option(False, "--spz", help="Also export .spz next to the .ply."),
     view: bool = typer.Option(False, "--view", help="Watch the scene grow in the browser (viser)."),
@@ -80,6 +83,7 @@ def generate(
         depth_backend=depth_backend,
         model_path=model_path,
         outpaint_steps=outpaint_steps,
+        max_gaussians=max_gaussians,
     )
     run_generate(
         config,
@@ -166,6 +170,28 @@ def bench_geometry(
     typer.echo(f"results in {output} (summary.md, summary.csv, results.csv, figure.png)")
 
 
+def _one_line(text: str, limit: int = 600) -> str:
+    """Errors are one line on stderr even when a library's message spans several."""
+    text = " ".join(line.strip() for line in text.splitlines() if line.strip())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """(usage errors, aborts) of click and of the click copy that newer typer versions ship inside."""
+    import click
+
+    usage: list[type] = [click.ClickException]
+    aborts: list[type] = [click.exceptions.Abort, typer.Abort]
+    try:
+        from typer._click import exceptions as vendored  # typer >= 0.17 vendors click
+    except ImportError:
+        pass
+    else:
+        usage.append(vendored.ClickException)
+        aborts += [getattr(vendored, "Abort", typer.Abort)]
+    return tuple(usage), tuple(aborts)
+
+
 @app.command()
 def refine(
     run_dir: Path = typer.Argument(..., help="A finished run directory of stitch generate."),
@@ -217,23 +243,26 @@ def video(
 
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
-    import click
-
+    usage_errors, aborts = _click_exception_types()
     try:
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="stitch")
     except StitchError as error:
-        typer.echo(f"error: {error}", err=True)
+        typer.echo(f"error: {_one_line(str(error))}", err=True)
         sys.exit(2)
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, *aborts):
         typer.echo("interrupted; finished views are saved, continue with --resume RUN_DIR", err=True)
         sys.exit(130)
-    except click.ClickException as error:
-        error.show()
-        sys.exit(error.exit_code)
+    except usage_errors as error:  # unknown option, bad integer, missing argument: one line, no usage box
+        message = error.format_message() if hasattr(error, "format_message") else str(error)
+        ctx = getattr(error, "ctx", None)
+        hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+        typer.echo(f"error: {_one_line(message)}{hint}", err=True)
+        sys.exit(getattr(error, "exit_code", 2))
     except OSError as error:  # disk full, permissions: name the file and stop cleanly
         where = error.filename or "file system"
         typer.echo(
-            f"error: {error.strerror or error} ({where}); free space or fix permissions, then --resume",
+            f"error: {_one_line(str(error.strerror or error))} ({_one_line(str(where))}); "
+            "free space or fix permissions, then --resume",
             err=True,
         )
         sys.exit(2)

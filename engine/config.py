@@ -19,6 +19,7 @@ class FusionConfig:
     points_stride: int = 1  # unproject every n-th pixel per axis (1 = one Gaussian per pixel)
     scale_factor: float = 0.5  # Gaussian sigma relative to the mean distance to 3 neighbours (1.0 blurs)
     first_opacity: float = 0.95
+    max_gaussians: int = 0  # budget for the whole scene (0 = none); views past it are seeded more sparsely
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ def generate_config_from_cli(
     depth_backend: str,
     model_path: Path | None,
     outpaint_steps: int = 0,
+    max_gaussians: int = 0,
 ) -> GenerateConfig:
     """Map CLI flags onto a preset; flags left at their defaults keep the preset's values."""
     if preset not in PRESETS:
@@ -118,7 +120,12 @@ def generate_config_from_cli(
         raise StitchError(f"--steps must be >= 0 (or -1 for the preset's), got {steps}")
     if len(prompt) > 10_000:
         raise StitchError("prompt is longer than 10000 characters; shorten it")
+    if max_gaussians < 0:
+        raise StitchError(f"--max-gaussians must be >= 0 (0: no budget), got {max_gaussians}")
     base = PRESETS[preset]
+    fusion = (
+        base.fusion if not max_gaussians else dataclasses.replace(base.fusion, max_gaussians=max_gaussians)
+    )
     optim = base.optim if steps == -1 else dataclasses.replace(base.optim, steps_per_view=steps)
     return dataclasses.replace(
         base,
@@ -133,5 +140,6 @@ def generate_config_from_cli(
         outpaint_steps=outpaint_steps or base.outpaint_steps,
         depth_backend=depth_backend or base.depth_backend,
         model_path=model_path,
+        fusion=fusion,
         optim=optim,
     )

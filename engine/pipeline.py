@@ -125,7 +125,7 @@ class StitchPipeline:
             else:
                 record = self._next_view(gaussians, cameras[k], prompt, seed + k, t)
             with t("seed"):
-                new_gaussians = self._seed_gaussians(record)
+                new_gaussians = self._seed_gaussians(record, budget_left=self._budget_left(len(gaussians)))
                 gaussians.extend(new_gaussians)
             views.append(record)
             emit("view_added", k, image=to_uint8(record.image))
@@ -194,10 +194,20 @@ class StitchPipeline:
         clean, _ = remove_depth_noodles(depth, threshold=self.fusion.noodle_threshold)
         return clean.astype(np.float32)
 
-    def _seed_gaussians(self, record: ViewRecord) -> Gaussians:
-        """Unproject the view's new pixels (every `points_stride`-th) into Gaussians."""
+    def _budget_left(self, n_now: int) -> int | None:
+        limit = self.fusion.max_gaussians
+        return None if limit <= 0 else max(0, limit - n_now)
+
+    def _seed_gaussians(self, record: ViewRecord, budget_left: int | None = None) -> Gaussians:
+        """Unproject the view's new pixels (every `points_stride`-th) into Gaussians.
+
+        Under a Gaussian budget the stride grows for this view until its new pixels fit; the neighbour-based
+        sizes then make each Gaussian cover its s x s block, so the view stays hole-free, only coarser."""
         mask = record.new_mask.copy()
         s = self.fusion.points_stride
+        if budget_left is not None:
+            while s < 64 and int(mask[s // 2 :: s, s // 2 :: s].sum()) > budget_left:
+                s += 1
         if s > 1:
             grid = np.zeros_like(mask)
             grid[s // 2 :: s, s // 2 :: s] = True

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from cli import app
 from engine.cameras import trajectory
-from engine.config import GenerateConfig, OptimConfig
+from engine.config import FusionConfig, GenerateConfig, OptimConfig
 from engine.run import run_generate
 from engine.rundir import RunDirectory
 
@@ -186,3 +186,17 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path):
         assert len(lines) == 1 and needle in lines[0], (args, proc.stderr)
     assert not any(tmp_path.glob("**/manifest.json"))
     assert runner.invoke(app, ["--help"]).exit_code == 0
+
+
+def test_gaussian_budget_caps_the_scene_and_keeps_it_hole_free(kyoto, tmp_path):
+    """With --max-gaussians the later views are seeded sparser: the scene stays under budget, still whole."""
+    free = run_generate(_config(kyoto, max_side=128, steps=0), output=tmp_path / "a" / "s.ply", quiet=True)
+    budget = int(len(free.gaussians) * 0.8)
+    capped = run_generate(
+        _config(kyoto, max_side=128, steps=0, fusion=FusionConfig(max_gaussians=budget)),
+        output=tmp_path / "b" / "s.ply",
+        quiet=True,
+    )
+    assert len(capped.gaussians) <= budget < len(free.gaussians)
+    quality = json.loads((tmp_path / "b" / "manifest.json").read_text())["quality"]
+    assert min(quality["alpha_coverage_between_views"]) > 0.98
