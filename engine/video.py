@@ -114,12 +114,13 @@ def render_frames(gaussians, cameras: Sequence[Camera], progress: bool = True) -
     """uint8 [H, W, 3] frames of the scene from each camera (black background, as generation renders)."""
     from splat.render import render_camera
 
+    tty = sys.stderr.isatty()
+    n = len(cameras)
     for i, cam in enumerate(cameras):
         rgb = render_camera(gaussians, cam).rgb[0].clamp(0, 1).cpu().numpy()
-        if progress:
-            print(
-                f"frame {i + 1}/{len(cameras)}", end="\r" if i + 1 < len(cameras) else "\n", file=sys.stderr
-            )
+        last = i + 1 == n
+        if progress and (tty or last or (i + 1) % max(1, n // 10) == 0):  # logs: a line every 10 %
+            print(f"frame {i + 1}/{n}", end="\r" if tty and not last else "\n", file=sys.stderr, flush=True)
         yield (rgb * 255.0 + 0.5).astype(np.uint8)
 
 

@@ -257,10 +257,12 @@ class Trainer:
         degree = self.sh_degree(step)
         packed = False
         ids = None
-        if g.device.type == "cpu":
+        if g.device.type == "cpu" and len(g) > 0:
             ids = reaching_view(
                 viewmat.detach(), K, cam.width, cam.height, g.means.detach(), g.params["scales"]
             )
+            if len(ids) == 0:  # nothing reaches this view: render one (invisible) Gaussian for a loss
+                ids = torch.zeros(1, dtype=torch.long)
             source = _Subset(g, ids, degree)
             packed = True  # meta rows are the subset's; gaussian_ids maps them back
         else:

@@ -196,6 +196,9 @@ def test_culled_render_equals_full_render():
         full = render(g, viewmat[None], K[None], W, H).rgb
         part = render(_Subset(g, ids, g.sh_degree), viewmat[None], K[None], W, H).rgb
     assert torch.allclose(full, part, atol=1e-5)
+    # A view that sees none of the Gaussians still gives a finite loss (the black image against the target).
+    away = TrainView(yaw_cameras([180.0], W, H)[0], torch.full((H, W, 3), 0.5))
+    assert Trainer(g, [away], 1).run(1)[0] == pytest.approx(0.8 * 0.5 + 0.2 * (1 - 0.0), abs=0.05)
 
 
 def test_pose_refinement_moves_a_misplaced_camera_towards_the_truth():
