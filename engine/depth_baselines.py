@@ -1,7 +1,8 @@
 """Baseline depth completers for the scene-geometry benchmark (and as simple pipeline fallbacks).
 
 - `InterpolationCompleter`: LucidDreamer-style interpolation: piecewise-linear interpolation of the known
-  depth over a Delaunay triangulation of the hole borders, nearest known depth outside their convex hull.
+  depth over a Delaunay triangulation of the hole borders (rasterised with numba), nearest known depth
+  outside their convex hull.
 - `ZeroKnownMonocular(completer)`: runs any completer with an all-False mask: the "zero sparse input"
   (monocular) mode of the paper's baselines.
 - `ScaleShiftAligned(mono)`: a monocular depth function aligned to the known depth by one robust global scale
@@ -14,9 +15,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 from scipy import ndimage
-from scipy.interpolate import LinearNDInterpolator
+from scipy.spatial import Delaunay
 
 from engine.depth import DepthCompleter
 from engine.depth_align import align_scale_shift, estimate_alignment
@@ -35,6 +37,30 @@ def _inputs(image, known_depth, known_mask) -> tuple[np.ndarray, np.ndarray, np.
             f"image {image.shape}, known_depth {known_depth.shape} and mask {mask.shape} must share [H, W]"
         )
     return image, known_depth, mask & np.isfinite(known_depth) & (known_depth > 0)
+
+
+@numba.njit(cache=True)
+def _rasterize_triangles(simplices, xs, ys, zs, target, out, written):  # pragma: no cover - compiled
+    """Barycentric interpolation of zs over each triangle, written to pixels where target is True."""
+    H, W = target.shape
+    for t in range(simplices.shape[0]):
+        a, b, c = simplices[t, 0], simplices[t, 1], simplices[t, 2]
+        xa, ya, xb, yb, xc, yc = xs[a], ys[a], xs[b], ys[b], xs[c], ys[c]
+        det = (yb - yc) * (xa - xc) + (xc - xb) * (ya - yc)
+        if abs(det) < 1e-12:
+            continue
+        x0, x1 = max(int(min(xa, xb, xc)), 0), min(int(max(xa, xb, xc)), W - 1)
+        y0, y1 = max(int(min(ya, yb, yc)), 0), min(int(max(ya, yb, yc)), H - 1)
+        for y in range(y0, y1 + 1):
+            for x in range(x0, x1 + 1):
+                if not target[y, x] or written[y, x]:
+                    continue
+                l1 = ((yb - yc) * (x - xc) + (xc - xb) * (y - yc)) / det
+                l2 = ((yc - ya) * (x - xc) + (xa - xc) * (y - yc)) / det
+                l3 = 1.0 - l1 - l2
+                if l1 >= -1e-9 and l2 >= -1e-9 and l3 >= -1e-9:
+                    out[y, x] = l1 * zs[a] + l2 * zs[b] + l3 * zs[c]
+                    written[y, x] = True
 
 
 @dataclass
@@ -61,17 +87,19 @@ class InterpolationCompleter:
         grid[:: self.interior_stride, :: self.interior_stride] = True
         nodes |= mask & grid
         ys, xs = np.nonzero(nodes)
-        out = nearest_fill(known_depth, mask).astype(np.float64)
+        out = nearest_fill(known_depth, mask).astype(np.float64)  # outside the hull: nearest known depth
         if len(ys) >= 3 and np.ptp(ys) > 0 and np.ptp(xs) > 0:
+            # Pixel centres at integer coordinates here; only relative positions matter.
             try:
-                interp = LinearNDInterpolator(np.stack([xs, ys], 1).astype(np.float64), known_depth[ys, xs])
+                tri = Delaunay(np.stack([xs, ys], 1).astype(np.float64))
             except Exception:  # degenerate (collinear) node sets: keep the nearest fill
-                interp = None
-            if interp is not None:
-                hy, hx = np.nonzero(~mask)
-                vals = interp(np.stack([hx, hy], 1).astype(np.float64))
-                ok = np.isfinite(vals)
-                out[hy[ok], hx[ok]] = vals[ok]
+                tri = None
+            if tri is not None:
+                written = np.zeros_like(mask)
+                _rasterize_triangles(
+                    tri.simplices.astype(np.int64), xs.astype(np.float64), ys.astype(np.float64),
+                    known_depth[ys, xs].astype(np.float64), ~mask, out, written,
+                )  # fmt: skip
         out = np.maximum(out, MIN_DEPTH)
         return np.where(mask, known_depth, out).astype(np.float32)
 

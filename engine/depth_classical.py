@@ -35,6 +35,7 @@ from engine.fusion import nearest_fill
 
 METHODS = ("geodesic", "nearest", "harmonic", "edge", "plane", "plane_edge")
 DEFAULT_METHOD = "geodesic"
+PRIOR_VERSION = 2  # bump when the prior's algorithm changes (cached benchmark results key on describe())
 MIN_DEPTH = 0.05  # metres: completion never returns less
 MAX_DEPTH = 1000.0
 _DIRECT_MAX = 12_000  # unknowns solved directly; larger levels get a coarse start + conjugate gradients
@@ -431,7 +432,7 @@ def sky_mask(image: np.ndarray, overcast: bool = True) -> np.ndarray:  # [H, W, 
     img = np.asarray(image, dtype=np.float32)
     hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)  # H in degrees, S and V in [0, 1]
     h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
-    candidate = (h > 180) & (h < 250) & (s > 0.12) & (v > 0.45)
+    candidate = (h > 185) & (h < 245) & (s > 0.2) & (v > 0.45)  # a tinted white wall has s ~ 0.1-0.15
     if overcast:
         candidate |= (s < 0.12) & (v > 0.82)
     gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
@@ -495,6 +496,7 @@ class SceneDepthPrior:
     def describe(self) -> dict:
         return {
             "prior": self.name,
+            "version": PRIOR_VERSION,
             "indoor": [self.indoor_height, self.indoor_far],
             "outdoor": [self.outdoor_height, self.outdoor_far],
             "sky_depth": self.sky_depth,
@@ -550,7 +552,7 @@ class SceneDepthPrior:
 
 # --- user-supplied depth ----------------------------------------------------------------------------
 
-MAX_DEPTH_FILE_PIXELS = 100_000_000
+MAX_DEPTH_FILE_PIXELS = 100_000_000  # parsers bound allocations
 
 
 def load_depth_file(path: str | Path, size: tuple[int, int]) -> np.ndarray:

@@ -13,10 +13,14 @@ Protocol (Invisible Stitch, "based on ground-truth geometry"; PAPER-NOTES):
    within `band_px` pixels of the covered region). Per-pair scores are averaged over pairs (each pair counts
    once).
 
-Methods come from a small registry (`register_method`, `available_methods`). Modules listed in
-`PLUGIN_MODULES` may define `geometry_bench_methods() -> dict[str, Callable[[], DepthCompleter]]`; their
-factories may raise ModelUnavailableError / ImportError (no weights, no optional dependency) and are then
-skipped with a note.
+Methods come from a small registry (`register_method`, `available_methods`): the classical default and its
+baselines, plus the learned backends through engine.backends ("invisible-stitch": the paper's completion
+network; "mono": a transformers monocular model + robust global scale & shift, i.e. the paper's "ZoeDepth +
+scale & shift" baseline). Any `--depth` spec works as a method named `depth:SPEC` (e.g. `depth:mono:DIR`,
+`depth:./model`). Modules listed in `PLUGIN_MODULES` may add methods by defining
+`geometry_bench_methods() -> dict[str, Callable[[], DepthCompleter]]`. A factory that raises StitchError
+(e.g. ModelUnavailableError: no weights on this machine) or ImportError is skipped with a note when the
+method list is the default, and is an error when the user named it.
 
 Outputs in out_dir: `pairs/<dataset>/gap<g>/<method>/<frame_i>__<frame_j>.json` (one per pair and method:
 the run resumes from these), `renders/...npz` (cached partial depths), `results.csv` (every pair),
@@ -39,7 +43,7 @@ import numpy as np
 from scipy import ndimage
 
 from engine.depth import DepthCompleter
-from engine.errors import ModelUnavailableError, StitchError
+from engine.errors import StitchError
 from engine.fusion import coverage_masks
 from engine.rgbd import RGBDFrame, RGBDSequence, detect_layout, load_rgbd_sequence
 
@@ -77,6 +81,15 @@ def register_method(name: str, factory: MethodFactory, description: str = "") ->
     _REGISTRY[name] = MethodSpec(name, factory, description)
 
 
+def _learned(spec: str) -> MethodFactory:
+    def factory() -> DepthCompleter:
+        from engine.backends import build_depth_completer
+
+        return build_depth_completer(spec)
+
+    return factory
+
+
 def _register_builtin() -> None:
     from engine.depth_baselines import InterpolationCompleter, ScaleShiftAligned, ZeroKnownMonocular
     from engine.depth_classical import ClassicalDepthCompleter, NearestFillCompleter
@@ -94,6 +107,10 @@ def _register_builtin() -> None:
         lambda: ScaleShiftAligned(ZeroKnownMonocular(ClassicalDepthCompleter()), space="inverse"),
         "scene prior + robust global scale & shift on the known depth",
     )
+    register_method(
+        "invisible-stitch", _learned("invisible-stitch"), "the paper's completion network (weights)"
+    )
+    register_method("mono", _learned("mono"), "monocular model + robust global scale & shift (weights)")
 
 
 def available_methods() -> dict[str, MethodSpec]:
@@ -119,16 +136,23 @@ def build_methods(
     """Instantiate the named methods (all available if None); unavailable ones are skipped with a note."""
     specs = available_methods()
     if names:
+        for n in names:
+            if n.startswith("depth:") and len(n) > len("depth:"):
+                specs[n] = MethodSpec(n, _learned(n[len("depth:") :]), "a --depth spec")
         unknown = [n for n in names if n not in specs]
         if unknown:
-            raise StitchError(f"unknown method(s) {', '.join(unknown)}; available: {', '.join(specs)}")
+            raise StitchError(
+                f"unknown method(s) {', '.join(unknown)}; available: {', '.join(specs)} or depth:SPEC"
+            )
         specs = {n: specs[n] for n in names}
     methods: dict[str, DepthCompleter] = {}
     for name, spec in specs.items():
         try:
             methods[name] = spec.factory()
-        except (ModelUnavailableError, ImportError) as exc:
-            log(f"skipping method {name}: {exc}")
+        except (StitchError, ImportError) as exc:
+            if names:
+                raise StitchError(f"benchmark method {name} is not available: {exc}") from exc
+            log(f"skipping method {name}: {str(exc).splitlines()[0][:160]}")
     if not methods:
         raise StitchError("no benchmark method could be built; see the notes above")
     return methods

@@ -264,3 +264,23 @@ def test_real_folders_load_with_consistent_poses(redkitchen):
     if icl.is_dir():
         seq = load_rgbd_sequence(icl)
         assert seq.layout == "trajectory_log" and len(seq) == 5 and default_gap(seq) == 2
+
+
+def test_learned_backends_plug_in_as_depth_specs(tmp_path):
+    """`depth:SPEC` runs any --depth backend through engine.backends: here a tiny monocular model (the tiny
+    completion network takes the same path but needs ~10 s per call on CPU)."""
+    from tiny_learned_models import make_tiny_depth_anything
+
+    data = tmp_path / "synthetic"
+    data.mkdir()
+    _write_generic(data, n=3)
+    mono = make_tiny_depth_anything(tmp_path / "mono")
+    names = ["nearest", f"depth:mono:{mono}"]
+    table = run_geometry_benchmark(data, tmp_path / "out", names, gap=2, log=lambda s: None)
+    rows = {r.method: r for r in table.rows}
+    assert set(rows) == set(names)
+    assert all(np.isfinite(r.mae) and r.mae >= 0 for r in rows.values())
+    with pytest.raises(StitchError, match="not available"):
+        run_geometry_benchmark(
+            data, tmp_path / "out2", ["depth:mono:/nonexistent-model"], gap=2, log=lambda s: None
+        )
