@@ -55,9 +55,7 @@ def main() -> None:
     ref = NearestFillCompleter()
     cpu, wall = _time(lambda: ours(image, known, mask), args.repeats)
     rcpu, rwall = _time(lambda: ref(image, known, mask), args.repeats)
-    print(
-        f"machine: {platform.machine()}, load {os.getloadavg()[0]:.1f}"
-    )
+    print(f"machine: {platform.machine()}, load {os.getloadavg()[0]:.1f}")
     print(f"classical ({ours.method}) 512x384, {100 * (~mask).mean():.0f}% unknown: "
           f"{1000 * cpu:.0f} ms CPU ({1000 * wall:.0f} ms wall)")  # fmt: skip
     print(f"reference nearest fill: {1000 * rcpu:.0f} ms CPU ({1000 * rwall:.0f} ms wall)")
