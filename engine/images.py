@@ -12,7 +12,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from engine.errors import InputImageError
 
 MIN_SIDE = 32  # below this no view has enough pixels to stitch
-MAX_PIXELS = 20000 * 20000  # decoded only after checking the header's size; larger inputs are refused
+# Pillow refuses images above 2 x MAX_IMAGE_PIXELS (and warns above it; we treat the warning as an error)
+# while reading the header, before any pixel is allocated: the largest photo we decode is ~89 megapixels.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 SIZE_MULTIPLE = 8  # diffusion models need sides divisible by 8
 
 
@@ -51,7 +53,8 @@ def load_photo(path: str | Path, max_side: int) -> np.ndarray:
             width, height = img.size
             if width * height > MAX_PIXELS:
                 raise InputImageError(
-                    f"photo {path} is {width}x{height}, larger than 20000x20000; downscale it first"
+                    f"photo {path} is {width}x{height}, more than {MAX_PIXELS / 1e6:.0f} megapixels; "
+                    "downscale it first"
                 )
             if min(width, height) < MIN_SIDE:
                 raise InputImageError(
@@ -63,7 +66,12 @@ def load_photo(path: str | Path, max_side: int) -> np.ndarray:
             img.load()
     except InputImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputImageError(
+            f"photo {path} has more than {MAX_PIXELS / 1e6:.0f} megapixels (the largest this tool decodes); "
+            "downscale it first"
+        ) from exc
+    except UnidentifiedImageError as exc:
         raise InputImageError(
             f"{path} is not a readable image ({exc.__class__.__name__}); give a JPEG/PNG/WebP"
         ) from exc
@@ -102,17 +110,25 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
 def save_png(image: np.ndarray, path: Path) -> None:
     """Write float [H, W, 3] / [H, W] in [0, 1] or uint8 as PNG (atomically)."""
     arr = image if image.dtype == np.uint8 else to_uint8(image)
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(arr).save(tmp, format="PNG")
-    tmp.replace(path)
+    _atomic_png(Image.fromarray(arr), path)
 
 
 def depth_to_png16(depth: np.ndarray, path: Path) -> None:
     """Depth [H, W] metres -> 16-bit PNG in millimetres (0 = invalid), written atomically."""
     mm = np.clip(np.nan_to_num(depth) * 1000.0, 0, 65535).astype(np.uint16)
+    _atomic_png(Image.fromarray(mm), path)
+
+
+def _atomic_png(img: Image.Image, path: Path) -> None:
+    """PNG to a temp file beside `path`, then rename; on any error (a full disk) the temp file is removed
+    and `path` keeps its old content."""
     tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(mm).save(tmp, format="PNG")
-    tmp.replace(path)
+    try:
+        img.save(tmp, format="PNG")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def colorize_depth(depth: np.ndarray) -> np.ndarray:

@@ -24,9 +24,11 @@ cache; local folders are recorded with a fingerprint of their file names, sizes 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -469,3 +471,33 @@ def check(
         except ModelUnavailableError as exc:
             out.append((spec, None, str(exc)))
     return out
+
+
+@contextlib.contextmanager
+def model_load_errors(role: str, models: Sequence[ResolvedModel] = ()) -> Iterator[None]:
+    """Turn what loaders raise on damaged weights into one StitchError line that names the model.
+
+    Truncated or corrupt safetensors (SafetensorError), pickles that weights_only=True refuses
+    (UnpicklingError), state dicts of the wrong shape (RuntimeError), configs of the wrong type (TypeError,
+    KeyError) and unreadable files (OSError) all end up here; StitchErrors pass through unchanged."""
+    try:
+        yield
+    except StitchError:
+        raise
+    except (OSError, ValueError, RuntimeError, TypeError, KeyError, EOFError, AttributeError) as exc:
+        raise _load_error(role, models, exc) from exc
+    except Exception as exc:  # SafetensorError and pickle.UnpicklingError derive from Exception only
+        if type(exc).__name__ not in ("SafetensorError", "UnpicklingError"):
+            raise
+        raise _load_error(role, models, exc) from exc
+
+
+def _load_error(role: str, models: Sequence[ResolvedModel], exc: BaseException) -> StitchError:
+    where = ", ".join(str(m.path) for m in models) or "(no model)"
+    reason = " ".join(str(exc).split())  # one line, whatever the library wrote
+    if len(reason) > 240:
+        reason = reason[:237] + "..."
+    return StitchError(
+        f"cannot load the {role} model {where} ({type(exc).__name__}: {reason}); the weight files are "
+        "damaged or do not match their config: re-download them (stitch models download) or re-save the model"
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import sys
 import time
@@ -41,10 +42,12 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def build_backends(config: GenerateConfig):
-    """Outpainter and depth completer named by the config (learned ones through the model registry)."""
+def build_backends(config: GenerateConfig, quiet: bool = False):
+    """Outpainter and depth completer named by the config (learned ones through the model registry).
+
+    quiet: no loading bars or library warnings from diffusers/transformers while the weights load."""
     try:
-        from engine.backends import build_backends as build_from_specs
+        import engine.backends  # noqa: F401
     except ImportError:  # registry not installed: only the classical defaults exist
         from engine.depth_classical import ClassicalDepthCompleter
         from engine.outpaint import ClassicalOutpainter
@@ -55,10 +58,42 @@ def build_backends(config: GenerateConfig):
             ) from None
         return ClassicalOutpainter(), ClassicalDepthCompleter()
     # engine.backends locates every model before loading any: a missing one fails in milliseconds.
+    from engine.backends import load_depth_completer, load_outpainter, plan_depth_completer, plan_outpainter
+    from engine.models import model_load_errors
+
     steps = {"steps": config.outpaint_steps} if config.outpaint_steps > 0 else {}
-    return build_from_specs(
-        config.outpainter, config.depth_backend, model_path=config.model_path, outpainter_options=steps
-    )
+    kw = {"model_path": config.model_path}
+    op_plan = plan_outpainter(config.outpainter, **kw)
+    d_plan = plan_depth_completer(config.depth_backend, **kw)
+    # Damaged, truncated or mismatched weight files surface as one StitchError naming the model.
+    learned = op_plan.backend != "classical" or d_plan.backend != "classical"
+    with _hf_libraries_silenced(quiet and learned):
+        with model_load_errors("outpainter", op_plan.models):
+            outpainter = load_outpainter(op_plan, **steps)
+        with model_load_errors("depth", d_plan.models):
+            return outpainter, load_depth_completer(d_plan)
+
+
+@contextlib.contextmanager
+def _hf_libraries_silenced(silence: bool):
+    """diffusers/transformers progress bars, warnings and error logs off inside (restored afterwards)."""
+    if not silence:
+        yield
+        return
+    import diffusers.utils.logging as dlog
+    import transformers.utils.logging as tlog
+
+    saved = [(m, m.get_verbosity(), m.is_progress_bar_enabled()) for m in (dlog, tlog)]
+    for m, _, _ in saved:
+        m.set_verbosity(50)  # CRITICAL: a failed load is reported by us, in one line
+        m.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for m, level, bars in saved:
+            m.set_verbosity(level)
+            if bars:
+                m.enable_progress_bar()
 
 
 def cameras_for(config: GenerateConfig, width: int, height: int) -> list[Camera]:
@@ -126,7 +161,10 @@ def run_generate(
     rd = RunDirectory(root)
     if resume is not None:
         manifest = rd.read_manifest()
-        config = GenerateConfig.from_dict(manifest["config"])
+        try:
+            config = GenerateConfig.from_dict(manifest["config"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StitchError(f"{rd.manifest_path} is damaged (config: {exc!r}); start a new run") from exc
         image = load_photo(rd.root / "input.png", max(config.max_side, 8))
         if file_sha256(rd.root / "input.png") != manifest.get("input_png_sha256"):
             raise StitchError(f"{rd.root / 'input.png'} changed since the run started; start a new run")
@@ -135,6 +173,8 @@ def run_generate(
             raise StitchError("give a photo to generate from (or --resume RUN_DIR)")
         image = load_photo(config.photo, config.max_side)
         manifest = None
+    if isinstance(config.seed, bool) or not isinstance(config.seed, int) or not 0 <= config.seed < 2**32:
+        raise StitchError(f"--seed must be an integer in 0..{2**32 - 1}, got {config.seed}")
     h, w = image.shape[:2]
     cameras = cameras_for(config, w, h)
     first_depth = None
@@ -143,12 +183,15 @@ def run_generate(
 
         first_depth = load_depth_file(config.depth_file, (h, w))
     # Build the models before creating anything on disk: a missing model fails fast, nothing half-written.
-    outpainter, completer = build_backends(config)
+    outpainter, completer = build_backends(config, quiet=quiet)
     if len(cameras) > 1 and not config.prompt and getattr(outpainter, "needs_prompt", False):
         raise StitchError(f"the {outpainter.name} outpainter needs a prompt; pass --prompt TEXT")
     rd.create()
+    if resume is not None:
+        rd.remove_stale_temp_files()  # what a killed process was writing; never a finished file
     if manifest is None:
-        save_png(image, rd.root / "input.png")
+        with _nothing_to_resume_yet(rd):
+            save_png(image, rd.root / "input.png")
         manifest = {
             "stitch_version": _own_version(),
             "input": str(config.photo),
@@ -166,7 +209,8 @@ def run_generate(
             "packages": package_versions(),
             "status": "running",
         }
-        rd.write_manifest(manifest)
+        with _nothing_to_resume_yet(rd):
+            rd.write_manifest(manifest)
 
     callbacks = list(extra_callbacks)
     if not quiet:
@@ -195,7 +239,13 @@ def run_generate(
             resume=resume is not None,
         )
         wall = time.perf_counter() - t0
-        _finish(rd, manifest, result, output, export_splat, export_spz, wall)
+        try:
+            _finish(rd, manifest, result, output, export_splat, export_spz, wall)
+        except StitchError as exc:
+            if not isinstance(exc.__cause__, OSError):
+                raise
+            # The scene file could not be written (disk full): every view is checkpointed.
+            raise StitchError(f"{exc}; free space, then --resume {rd.root}") from exc
         if not quiet:
             print(f"scene: {output} ({len(result.gaussians)} Gaussians, {wall:.1f}s)", file=sys.stderr)
         if viewer is not None and not quiet:
@@ -205,6 +255,18 @@ def run_generate(
         if viewer is not None:
             viewer.stop()
     return result
+
+
+@contextlib.contextmanager
+def _nothing_to_resume_yet(rd: RunDirectory):
+    """A write failing before the manifest exists (disk full) leaves nothing --resume could continue."""
+    try:
+        yield
+    except OSError as exc:
+        raise StitchError(
+            f"cannot start the run in {rd.root} ({exc.strerror or exc}); free space, then run the same "
+            "command again"
+        ) from exc
 
 
 def _wait_for_interrupt() -> None:

@@ -4,6 +4,7 @@ Layout:
     manifest.json                 inputs, config, cameras, backends, versions, timings
     input.png                     the photo as the scene was built from it (resized)
     views/view_XXX.png            each view's final image (rendered + outpainted)
+    views/image_XXX.npy           the same image exactly (float32), what --resume trains on
     views/depth_XXX.npy           its completed depth in metres (float32)
     views/depth_XXX.png           the same as 16-bit millimetres, for other tools
     views/new_XXX.png             pixels that seeded new Gaussians (white)
@@ -15,17 +16,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from engine.errors import StitchError
 from engine.images import depth_to_png16, save_png
 
 STATE_VERSION = 1
+_CHECKPOINT_NAME = re.compile(r"gaussians_\d{3,}\.safetensors")
+_TEMP_NAME = re.compile(r"\..+\.tmp\d+")  # atomic_write_bytes / save_checkpoint temp names
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -78,9 +83,12 @@ class RunDirectory:
                 f"{self.root} has no manifest.json; it is not a run directory of stitch generate"
             )
         try:
-            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+            manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise StitchError(f"{self.manifest_path} is damaged ({exc}); start a new run") from exc
+        if not isinstance(manifest, dict):
+            raise StitchError(f"{self.manifest_path} is damaged (not a JSON object); start a new run")
+        return manifest
 
     def write_manifest(self, manifest: dict) -> None:
         atomic_write_json(self.manifest_path, manifest)
@@ -98,6 +106,8 @@ class RunDirectory:
         inpaint_mask: np.ndarray,  # [H, W] bool
     ) -> None:
         save_png(image, self.view_path("view", index))
+        # The PNG rounds to 8 bits; a resumed run must train on the very pixels the first session used.
+        atomic_write_bytes(self.view_path("image", index, ".npy"), _npy_bytes(image.astype(np.float32)))
         buf = _npy_bytes(depth.astype(np.float32))
         atomic_write_bytes(self.view_path("depth", index, ".npy"), buf)
         depth_to_png16(depth, self.view_path("depth", index))
@@ -107,13 +117,28 @@ class RunDirectory:
     def load_view(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """-> image [H, W, 3] float32, depth [H, W] float32, new-pixel mask [H, W] bool."""
         try:
-            image = (
-                np.asarray(Image.open(self.view_path("view", index)).convert("RGB"), dtype=np.float32) / 255
-            )
+            exact = self.view_path("image", index, ".npy")
+            if exact.is_file():
+                image = np.load(exact, allow_pickle=False).astype(np.float32, copy=False)
+            else:  # runs written before image_XXX.npy existed
+                image = (
+                    np.asarray(Image.open(self.view_path("view", index)).convert("RGB"), dtype=np.float32)
+                    / 255
+                )
             depth = np.load(self.view_path("depth", index, ".npy"), allow_pickle=False)
             new = np.asarray(Image.open(self.view_path("new", index))) > 127
         except (OSError, ValueError) as exc:
             raise StitchError(f"view {index} in {self.root} is damaged ({exc}); start a new run") from exc
+        if (
+            image.ndim != 3
+            or image.shape[2] != 3
+            or depth.shape != image.shape[:2]
+            or new.shape != depth.shape
+        ):
+            raise StitchError(
+                f"view {index} in {self.root} is damaged (image {image.shape}, depth {depth.shape}, mask "
+                f"{new.shape} disagree); start a new run"
+            )
         return image, depth, new
 
     # --- checkpoints --------------------------------------------------------------------------------
@@ -128,6 +153,11 @@ class RunDirectory:
             with tmp.open("rb") as f:
                 os.fsync(f.fileno())
             tmp.replace(path)
+        except SafetensorError as exc:  # safetensors reports a full disk (ENOSPC) as its own error type
+            tmp.unlink(missing_ok=True)
+            raise StitchError(
+                f"cannot write checkpoint {path} ({exc}); free space, then continue with --resume {self.root}"
+            ) from exc
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -147,12 +177,36 @@ class RunDirectory:
             return 0, None, {}
         try:
             state = json.loads(state_path.read_text(encoding="utf-8"))
-            tensors = load_file(str(self.checkpoint_dir / state["gaussians"]))
-        except (OSError, ValueError, KeyError) as exc:
+            name, views_done = state["gaussians"], state["views_done"]
+            # Only a file of our own naming inside checkpoint/: a damaged or hand-edited state.json must not
+            # point the loader anywhere else.
+            if not (isinstance(name, str) and _CHECKPOINT_NAME.fullmatch(name)):
+                raise ValueError(f"state.json names {name!r}, not a gaussians_XXX.safetensors file")
+            if isinstance(views_done, bool) or not isinstance(views_done, int) or views_done < 1:
+                raise ValueError(f"views_done {views_done!r} is not a positive integer")
+            tensors = load_file(str(self.checkpoint_dir / name))
+        except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
             raise StitchError(
                 f"checkpoint in {self.checkpoint_dir} is damaged ({exc}); start a new run"
             ) from exc
-        return int(state["views_done"]), tensors, state
+        return views_done, tensors, state
+
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Delete temp files a killed process left behind (`.NAME.tmpPID`, `NAME.tmp`): they never replaced
+        a good file, and a resumed run writes its own."""
+        removed = []
+        # The root may be a user's folder (--output ./scene.ply): only our own file names there.
+        ours = {"input.png.tmp", "preview.png.tmp"}
+        for folder, mine in ((self.root, False), (self.views_dir, True), (self.checkpoint_dir, True)):
+            if not folder.is_dir():
+                continue
+            for f in folder.iterdir():
+                temp = _TEMP_NAME.fullmatch(f.name) or f.name.endswith(".tmp")
+                ours_too = f.name in ours or f.name.startswith((".manifest.json.", ".scene.ply."))
+                if temp and f.is_file() and (mine or ours_too):
+                    f.unlink(missing_ok=True)
+                    removed.append(f)
+        return removed
 
 
 def _npy_bytes(arr: np.ndarray) -> bytes:
