@@ -208,8 +208,8 @@ def test_scale_shift_aligned_recovers_a_metric_map_from_a_relative_one():
 # --- real data: the measured ordering -------------------------------------------------------------
 
 
-def test_classical_beats_nearest_and_interpolation_on_a_real_redkitchen_pair():
-    root = SHARED / "rgbd" / "redkitchen_dev"
+def _score_real_pair(folder: str, frame_i: str, frame_j: str) -> dict[str, dict[str, float]]:
+    root = SHARED / "rgbd" / folder
     if not root.is_dir():
         pytest.skip("shared RGB-D data not present")
     from engine.geometry_bench import depth_metrics, render_partial_depth
@@ -217,14 +217,31 @@ def test_classical_beats_nearest_and_interpolation_on_a_real_redkitchen_pair():
 
     seq = load_rgbd_sequence(root)
     names = [f.name for f in seq.frames]
-    src, dst = seq.load(names.index("frame-000036")), seq.load(names.index("frame-000046"))
+    src, dst = seq.load(names.index(frame_i)), seq.load(names.index(frame_j))
     part = render_partial_depth(src, dst)
-    mae = {}
+    scores = {}
     for name, completer in {
         "classical": ClassicalDepthCompleter(),
         "nearest": NearestFillCompleter(),
         "interpolation": InterpolationCompleter(),
     }.items():
         pred = completer(dst.image, part.known_depth, part.covered)
-        mae[name] = depth_metrics(pred, dst.depth, part.covered)["mae"]
-    assert mae["classical"] < mae["nearest"] < mae["interpolation"], mae
+        scores[name] = depth_metrics(pred, dst.depth, part.covered)
+    return scores
+
+
+def test_measured_ordering_on_a_real_redkitchen_pair():
+    """Measured on all 20 gap-5 redkitchen pairs: classical and nearest tie in MAE (0.0567 vs 0.0569 m, each
+    wins about half the pairs) while classical has the lower RMSE on 18 of 20 (fewer gross errors), and
+    interpolation is worse than both on every pair. This pair shows the same ordering."""
+    s = _score_real_pair("redkitchen_dev", "frame-000036", "frame-000046")
+    assert s["classical"]["rmse"] < 0.95 * s["nearest"]["rmse"], s
+    assert abs(s["classical"]["mae"] - s["nearest"]["mae"]) < 0.05 * s["nearest"]["mae"], s
+    assert s["classical"]["mae"] < 0.8 * s["interpolation"]["mae"], s
+
+
+def test_classical_beats_nearest_on_a_real_icl_pair():
+    """Where colour is aligned with depth (ICL-NUIM, as in the pipeline), colour-guided propagation wins
+    clearly: 0.054 against 0.079 m MAE over the gap-2 pairs; this pair 0.060 against 0.087."""
+    s = _score_real_pair("icl_livingroom_5", "00000", "00002")
+    assert s["classical"]["mae"] < 0.8 * s["nearest"]["mae"] < 0.8 * s["interpolation"]["mae"], s
