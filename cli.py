@@ -159,12 +159,13 @@ def bench_geometry(
     methods: str = typer.Option("", "--methods", help="Comma-separated names (default: all)."),
     seed: int = typer.Option(0, "--seed", help="Pair selection seed."),
     no_sweep: bool = typer.Option(False, "--no-sweep", help="Skip the extra gaps of the MAE-vs-gap figure."),
+    min_coverage: float = typer.Option(0.0, "--min-coverage", help="Skip pairs covered less (Hypersim: 0.8)"),
 ) -> None:
     """Score depth completion on real RGB-D ground truth (uncovered pixels of frame j given frame i)."""
     from engine.geometry_bench import BenchConfig, run_geometry_benchmark
 
     names = [m.strip() for m in methods.split(",") if m.strip()] or None
-    config = BenchConfig(sweep_gaps=not no_sweep)
+    config = BenchConfig(sweep_gaps=not no_sweep, min_coverage=min_coverage)
     table = run_geometry_benchmark(data_dir, output, names, gap, max_pairs, seed, config)
     typer.echo(table.markdown())
     typer.echo(f"results in {output} (summary.md, summary.csv, results.csv, figure.png)")

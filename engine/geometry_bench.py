@@ -302,6 +302,7 @@ class BenchConfig:
     gap: int | None = None  # None: default_gap(sequence)
     sweep_gaps: bool = True  # also score gap/2 and 2*gap on a few pairs (the MAE-vs-gap figure)
     sweep_pairs: int = 6
+    min_coverage: float = 0.0  # skip pairs whose render covers less of frame j (Hypersim protocol: 0.8)
     max_pairs: int | None = None
     seed: int = 0
     band_px: float = 10.0
@@ -314,7 +315,7 @@ class BenchConfig:
     def protocol_key(self) -> str:
         """What a cached per-pair result depends on (method settings are added per method)."""
         d = {"v": BENCH_VERSION, "band": self.band_px, "erode": self.erode_px, "scale": self.scale_factor,
-             "opacity": self.opacity}  # fmt: skip
+             "opacity": self.opacity, "min_coverage": self.min_coverage}  # fmt: skip
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -458,8 +459,13 @@ def run_geometry_benchmark(
                         f"({time.perf_counter() - t0:.1f}s)")  # fmt: skip
                 else:
                     log(f"  [{k + 1}/{len(pairs)}] {seq.frames[i].name} -> {seq.frames[j].name}: skipped "
-                        f"(fewer than {MIN_EVAL_PIXELS} uncovered pixels with ground truth)")  # fmt: skip
+                        f"(coverage < {config.min_coverage:.0%} or too few scorable pixels)")  # fmt: skip
 
+    if not results:
+        raise StitchError(
+            "no pair could be scored (every pair skipped: coverage below --min-coverage or nothing uncovered "
+            "with ground truth); lower --min-coverage or use a larger --gap"
+        )
     table = BenchTable(_summarise(results), results, out)
     _write_outputs(table, out)
     if config.figure and results:
@@ -492,9 +498,9 @@ def _run_pair(seq, i, j, g, completers, keys, config, out, figure_cases, main_ga
     src, dst = seq.load(i), seq.load(j)
     part = _cached_partial(out / "renders" / seq.name, seq, i, j, src, dst, config)
     scored = (~part.covered) & dst.valid
-    if int(scored.sum()) < MIN_EVAL_PIXELS:
-        for path in todo.values():
-            _write_json(path, {"key": f"{config.protocol_key()}-x", "skipped": True})
+    if int(scored.sum()) < MIN_EVAL_PIXELS or part.covered.mean() < config.min_coverage:
+        for name, path in todo.items():
+            _write_json(path, {"key": f"{config.protocol_key()}-{keys[name]}", "skipped": True})
         return []
     preds = {}
     for name, path in todo.items():

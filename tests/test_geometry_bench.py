@@ -13,6 +13,7 @@ from scipy import ndimage
 from engine.cameras import Camera, pixel_grid, pose_to_world_to_camera, rotation_ypr
 from engine.errors import StitchError
 from engine.geometry_bench import (
+    BenchConfig,
     default_gap,
     depth_metrics,
     render_partial_depth,
@@ -192,6 +193,14 @@ def test_run_writes_tables_figure_and_resumes(tmp_path):
     # Resumed from the per-pair JSON files: only the figure's pairs are recomputed.
     assert [r.mae for r in table2.rows] == [r.mae for r in table.rows]
     assert counting.calls - calls <= 2
+    # A coverage threshold no pair meets: a clear error, and the skips are cached like results.
+    strict = BenchConfig(min_coverage=0.999, figure=False)
+    with pytest.raises(StitchError, match="no pair could be scored"):
+        run_geometry_benchmark(data, out, methods, gap=2, config=strict, log=lambda s: None)
+    calls = counting.calls
+    with pytest.raises(StitchError, match="no pair could be scored"):
+        run_geometry_benchmark(data, out, methods, gap=2, config=strict, log=lambda s: None)
+    assert counting.calls == calls
 
 
 # --- loaders --------------------------------------------------------------------------------------
