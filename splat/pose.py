@@ -41,10 +41,6 @@ class PoseDeltas(torch.nn.Module):
         T = torch.cat([torch.cat([so3_exp(d[:3]), d[3:, None]], dim=1), T[3:]], dim=0)
         return T.to(viewmat.dtype) @ viewmat
 
-    @torch.no_grad()
-    def corrected(self, index: int, viewmat: Tensor) -> Tensor:
-        return self(index, viewmat).detach()
-
     def magnitudes(self) -> list[tuple[float, float]]:
         """Per view: (rotation in degrees, translation length) of the current correction."""
         d = self.delta.detach()
