@@ -232,7 +232,16 @@ class StitchPipeline:
         steps = cfg.steps_per_view
         if steps <= 0:
             return
-        train_views = [TrainView(v.camera, torch.from_numpy(v.image).to(self.device)) for v in views]
+        # Each view teaches only the pixels it added: the rest of a later view is a render of the earlier
+        # (blurrier) scene, and fitting it again would pull the scene towards its own blur.
+        train_views = [
+            TrainView(
+                v.camera,
+                torch.from_numpy(v.image).to(self.device),
+                torch.from_numpy(v.new_mask).to(self.device),
+            )
+            for v in views
+        ]
         trainable = None
         weights = None
         if cfg.only_new_and_visible and len(views) > 1:

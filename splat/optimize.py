@@ -186,6 +186,22 @@ class Trainer:
             raise StitchError("no views to optimise against")
         if trainable is not None and strategy is not None:
             raise StitchError("a trainable mask cannot be combined with densification; pass one or the other")
+        self.extent = scene_extent(gaussians)
+        # On CPU only the trainable rows become parameters (their own leaf tensors) and the frozen rest is
+        # rendered as a constant: Adam and gradients cost O(trainable), not O(scene), so the cost per added
+        # view stays flat. On CUDA the full set renders and the frozen rows' gradients are zeroed instead.
+        self._full = gaussians
+        self._trainable_ids: Tensor | None = None
+        self._frozen_rows: dict[str, Tensor] | None = None
+        self.frozen = None
+        if trainable is not None and gaussians.device.type != "cpu":
+            self.frozen = ~trainable.to(gaussians.device)
+        elif trainable is not None and not bool(trainable.all()):
+            mask = trainable.to(gaussians.device)
+            self._trainable_ids = torch.nonzero(mask).squeeze(1)
+            frozen_ids = torch.nonzero(~mask).squeeze(1)
+            gaussians = Gaussians({k: v.detach()[self._trainable_ids] for k, v in gaussians.params.items()})
+            self._frozen_rows = {k: v.detach()[frozen_ids] for k, v in self._full.params.items()}
         self.gaussians = gaussians
         self.views = [_scaled_view(v, resolution_scale) for v in views]
         self.total_steps = int(total_steps)
@@ -195,7 +211,6 @@ class Trainer:
         self.strategy = strategy
         self.schedule = schedule or Schedule()
         self.reg = regularization or Regularization()
-        self.extent = scene_extent(gaussians)
         self.rates = base_rates(self.lrs, self.extent)
         self.optimizers = make_optimizers(gaussians, self.lrs, self.extent)
         self.rng = np.random.default_rng(seed)
@@ -206,7 +221,6 @@ class Trainer:
             if probs.shape != (len(views),) or (probs < 0).any() or probs.sum() <= 0:
                 raise StitchError(f"view_weights must be {len(views)} non-negative numbers, not all zero")
             self.probs = probs / probs.sum()
-        self.frozen = None if trainable is None else ~trainable.to(gaussians.device)
         device = gaussians.device
         self._viewmats = [
             torch.as_tensor(v.camera.world_to_camera, dtype=torch.float32, device=device) for v in self.views
@@ -264,6 +278,8 @@ class Trainer:
             if len(ids) == 0:  # nothing reaches this view: render one (invisible) Gaussian for a loss
                 ids = torch.zeros(1, dtype=torch.long)
             source = _Subset(g, ids, degree)
+            if self._frozen_rows is not None:
+                source = self._with_frozen(source, viewmat.detach(), K, cam, degree)
             packed = True  # meta rows are the subset's; gaussian_ids maps them back
         else:
             source = g
@@ -273,7 +289,7 @@ class Trainer:
             sh_degree=degree, background=self.background, absgrad=absgrad,
         )  # fmt: skip
         info = out.meta
-        if ids is not None:
+        if ids is not None and self._frozen_rows is None:  # strategies never run with frozen rows
             info = dict(info, gaussian_ids=ids[None].expand(out.meta["radii"].shape[:2]))
         if self.strategy is not None:
             self.strategy.step_pre_backward(g.params, self.optimizers, self.strategy_state, step, info)
@@ -312,6 +328,24 @@ class Trainer:
                 )
         self.step += 1
         return float(loss.detach())
+
+    def _with_frozen(self, subset: _Subset, viewmat: Tensor, K: Tensor, cam: Camera, degree: int) -> _Subset:
+        """The trainable subset plus the frozen rows that reach this view (constants: no gradient)."""
+        frozen = self._frozen_rows
+        ids = reaching_view(viewmat, K, cam.width, cam.height, frozen["means"], frozen["scales"])
+        k = num_sh_rest(degree)
+        for key in PARAM_KEYS:
+            rows = frozen[key][ids] if key != "shN" else frozen["shN"][ids, :k]
+            subset.params[key] = torch.cat([subset.params[key], rows], dim=0)
+        return subset
+
+    def write_back(self) -> None:
+        """Copy the trained rows into the full Gaussian set (a no-op when every Gaussian was trainable)."""
+        if self._trainable_ids is None:
+            return
+        with torch.no_grad():
+            for key in PARAM_KEYS:
+                self._full.params[key][self._trainable_ids] = self.gaussians.params[key].detach()
 
     def run(self, steps: int, on_step: Callable[[int, float], None] | None = None) -> list[float]:
         """Run `steps` more steps (each on one view drawn with the view weights); the loss per step."""
@@ -415,4 +449,6 @@ def optimize(
         regularization=regularization,
         pose_refine=pose_refine,
     )
-    return trainer.run(steps, on_step)
+    losses = trainer.run(steps, on_step)
+    trainer.write_back()
+    return losses
