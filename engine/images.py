@@ -126,6 +126,11 @@ def _atomic_png(img: Image.Image, path: Path) -> None:
     try:
         img.save(tmp, format="PNG")
         tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is None and exc.errno is not None:  # PIL's write errors name no file
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -1,9 +1,10 @@
-"""Reliability: a full disk and SIGKILL at random points never cost a finished view, never leave a torn file
-in place of a good one, and `--resume` then finishes the very scene an uninterrupted run makes, byte for byte.
+"""Reliability: a full disk, SIGKILL and Ctrl-C at random points never cost a finished view, never leave a
+torn file in place of a good one, and `--resume` then finishes the very scene an uninterrupted run makes, byte
+for byte.
 Also: same seed and inputs -> byte-identical .ply across processes.
 
-Bounded by default (6 full-disk points, 3 kills); STITCH_RELIABILITY_LONG=1 fails the disk at every write of
-the run and kills 10 times.
+Bounded by default (6 full-disk points, 3 interruptions); STITCH_RELIABILITY_LONG=1 fails the disk at every
+write of the run and interrupts 10 times.
 """
 
 from __future__ import annotations
@@ -261,7 +262,7 @@ def test_full_disk_at_each_write_fails_cleanly_and_resumes(stage_photo, tmp_path
     assert len(report) == len(points)
 
 
-# --- SIGKILL at random points, then --resume -------------------------------------------------------------
+# --- SIGKILL / Ctrl-C at random points, then --resume ---------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -285,36 +286,47 @@ def _views_done(run_dir: Path) -> int:
         return 0
 
 
-def test_sigkill_at_random_points_then_resume_gives_the_same_scene(reference_360, tmp_path):
-    """A chain of SIGKILLs, each at a seeded random moment inside a seeded random view (the last one inside
-    the final writes), each followed by --resume; the last resume finishes the run."""
+def test_kill_and_ctrl_c_at_random_points_then_resume_gives_the_same_scene(reference_360, tmp_path):
+    """A chain of interruptions (SIGKILL, SIGINT, SIGKILL, ...), each at a seeded random moment inside a
+    seeded random view (or inside the final writes), each followed by --resume; the last resume finishes.
+    SIGKILL may leave a temp file (never under a final name); Ctrl-C leaves none and says how to resume."""
     photo, reference, per_view = reference_360
     n_views = 13
     rng = np.random.default_rng(2024)
     kills = 10 if LONG else 3
     targets = sorted(rng.choice(np.arange(1, n_views + 1), size=kills, replace=False).tolist())
     fractions = rng.uniform(0.0, 1.0, size=kills).tolist()
+    signals = [signal.SIGINT if i % 2 else signal.SIGKILL for i in range(kills)]
     run_dir = tmp_path / "run"
     first = [*CLI, "generate", str(photo), *RUN_360, "-o", str(run_dir / "scene.ply")]
     resume = [*CLI, "generate", "--resume", str(run_dir), "-q"]
     interrupted = []
-    history: list[tuple] = []  # (target view, fraction, exit code, stderr tail) for failure messages
+    history: list[tuple] = []  # (target view, fraction, signal, exit code, stderr tail) for failure messages
     cmd = first
-    for target, fraction in zip(targets, fractions, strict=True):
+    for target, fraction, sig in zip(targets, fractions, signals, strict=True):
         if _views_done(run_dir) >= target:
-            continue  # an earlier kill landed past this point
+            continue  # an earlier interruption landed past this point
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 300
         while proc.poll() is None and _views_done(run_dir) < target and time.monotonic() < deadline:
             time.sleep(0.01)
         time.sleep(fraction * per_view)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            interrupted.append((target, round(fraction, 2)))
-        _, err = proc.communicate(timeout=60)
-        history.append((target, round(fraction, 2), proc.returncode, err.decode(errors="replace")[-2000:]))
+        sent = proc.poll() is None
+        if sent:
+            proc.send_signal(sig)
+            interrupted.append((target, round(fraction, 2), sig.name))
+        _, err = proc.communicate(timeout=120)
+        history.append(
+            (target, round(fraction, 2), sig.name, proc.returncode, err.decode(errors="replace")[-2000:])
+        )
         assert b"Traceback" not in err, history
-        views_done = assert_run_dir_whole(run_dir, allow_temp=True)
+        if sent and sig == signal.SIGINT and proc.returncode not in (0, -signal.SIGINT):
+            lines = err.decode().strip().splitlines()
+            assert proc.returncode == 130 and len(lines) == 1 and "--resume" in lines[0], history
+        if proc.returncode in (0, -signal.SIGINT):  # finished (Ctrl-C landed in interpreter shutdown)
+            assert json.loads((run_dir / "manifest.json").read_text())["status"] == "finished", history
+        temp_ok = not (sent and sig == signal.SIGINT)
+        views_done = assert_run_dir_whole(run_dir, allow_temp=temp_ok)
         # The scene file is written only after the last view's checkpoint.
         assert not (run_dir / "scene.ply").exists() or views_done == n_views, history
         cmd = resume
