@@ -62,7 +62,7 @@ def load_photo(path: str | Path, max_side: int) -> np.ndarray:
                 )
             # JPEG can decode straight at a reduced scale: big photos never exist at full size in memory.
             img.draft("RGB", (max_side, max_side))
-            img = ImageOps.exif_transpose(img)
+            ImageOps.exif_transpose(img, in_place=True)  # in place: no second full-size copy
             img.load()
     except InputImageError:
         raise
@@ -91,7 +91,8 @@ def _to_rgb_float(img: Image.Image, max_side: int) -> np.ndarray:
         img = img.convert("RGBA")
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))  # transparent areas become white
         img = Image.alpha_composite(background, img)
-    img = img.convert("RGB")  # greyscale, CMYK, palette, YCbCr -> RGB
+    if img.mode != "RGB":  # (convert to the same mode would copy the full-size image)
+        img = img.convert("RGB")  # greyscale, CMYK, palette, YCbCr -> RGB
     w, h = target_size(img.width, img.height, max_side)
     if (w, h) != img.size:
         # Centre-crop to the target aspect before resizing, so sides are exact multiples without distortion.
