@@ -257,7 +257,8 @@ def main() -> None:
         message = error.format_message() if hasattr(error, "format_message") else str(error)
         ctx = getattr(error, "ctx", None)
         hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
-        typer.echo(f"error: {_one_line(message)}{hint}", err=True)
+        if message.strip():  # empty: `stitch` alone, the help was just printed
+            typer.echo(f"error: {_one_line(message)}{hint}", err=True)
         sys.exit(getattr(error, "exit_code", 2))
     except OSError as error:  # disk full, permissions: name the file and stop cleanly
         where = error.filename or "file system"
