@@ -25,6 +25,7 @@ import dataclasses
 import json
 import math
 import os
+import pickle
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -270,11 +271,19 @@ def latest_checkpoint(cfg: TrainConfig) -> Path | None:
 
 
 def load_checkpoint(path: Path, model, opt, sched, scaler) -> int:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    state = load_file(str(path / "model" / "model.safetensors"))
-    model.load_state_dict(state, strict=True)
-    tr = torch.load(path / "trainer.pt", map_location="cpu", weights_only=True)
+    try:
+        state = load_file(str(path / "model" / "model.safetensors"))
+        model.load_state_dict(state, strict=True)
+        # weights_only refuses pickled code; a refusal or a damaged file becomes one clear line.
+        tr = torch.load(path / "trainer.pt", map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, ValueError, KeyError, pickle.UnpicklingError, SafetensorError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise StitchError(
+            f"checkpoint {path} cannot be resumed ({first}); start without --resume or restore it"
+        ) from exc
     opt.load_state_dict(tr["optimizer"])
     sched.load_state_dict(tr["scheduler"])
     if scaler is not None and "scaler" in tr:

@@ -133,3 +133,26 @@ def test_trained_model_loads_through_generate_depth_path(run):
     assert depth.shape == (40, 56) and np.isfinite(depth).all() and (depth > 0).all()
     desc = completer.describe()
     assert desc["backend"] == "network" and desc["model_id"].endswith("model")  # recorded in the manifest
+
+
+def test_resume_refuses_a_trainer_state_with_pickled_code(tmp_path):
+    """A trainer.pt carrying pickled code is refused with one clear error; the code never runs."""
+    from completion.train import load_checkpoint
+    from engine.errors import StitchError
+
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    ckpt = tmp_path / "step-1"
+    (ckpt / "model").mkdir(parents=True)
+    model = torch.nn.Linear(2, 2)
+    from safetensors.torch import save_file
+
+    save_file(model.state_dict(), str(ckpt / "model" / "model.safetensors"))
+    torch.save({"optimizer": Evil(), "step": 1}, ckpt / "trainer.pt")
+    with pytest.raises(StitchError, match="cannot be resumed"):
+        load_checkpoint(ckpt, model, None, None, None)
+    assert not marker.exists()
