@@ -51,7 +51,9 @@ def generate(
     preset: str = typer.Option("offline", "--preset", help="offline | paper | fast"),
     outpainter: str = typer.Option("", "--outpainter", help="classical | sd2 | HUB_ID | LOCAL_DIR"),
     depth_backend: str = typer.Option(
-        "", "--depth", help="classical | invisible-stitch | mono:HUB_ID | LOCAL_DIR (a completion checkpoint)"
+        "",
+        "--depth",
+        help="classical | invisible-stitch | mono:HUB_ID | DIR (completion net) | FILE.png/.npy (depth map)",
     ),
     model_path: Path | None = typer.Option(None, "--model-path", help="Local folder with model weights."),
     outpaint_steps: int = typer.Option(0, "--outpaint-steps", help="Diffusion outpainter steps (0: 50)."),

@@ -122,6 +122,11 @@ def generate_config_from_cli(
         raise StitchError("prompt is longer than 10000 characters; shorten it")
     if max_gaussians < 0:
         raise StitchError(f"--max-gaussians must be >= 0 (0: no budget), got {max_gaussians}")
+    if depth_backend.lower().endswith((".png", ".npy")):
+        # `--depth photo_depth.png` names a depth map for the photo, not a backend (issue text allows both).
+        if depth_file is not None:
+            raise StitchError("give the photo's depth once: either --depth FILE or --depth-file FILE")
+        depth_file, depth_backend = Path(depth_backend), ""
     base = PRESETS[preset]
     fusion = (
         base.fusion if not max_gaussians else dataclasses.replace(base.fusion, max_gaussians=max_gaussians)

@@ -200,3 +200,39 @@ def test_gaussian_budget_caps_the_scene_and_keeps_it_hole_free(kyoto, tmp_path):
     assert len(capped.gaussians) <= budget < len(free.gaussians)
     quality = json.loads((tmp_path / "b" / "manifest.json").read_text())["quality"]
     assert min(quality["alpha_coverage_between_views"]) > 0.98
+
+
+def test_depth_flag_takes_a_depth_map_for_the_photo(kyoto, tmp_path):
+    """`--depth FILE.npy` seeds the first view from the user's depth (metres), not from the prior."""
+    from engine.images import load_photo
+
+    h, w = load_photo(kyoto, 96).shape[:2]
+    depth = np.full((h, w), 2.5, np.float32)
+    np.save(tmp_path / "d.npy", depth)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from cli import main; main()",
+            "generate",
+            str(kyoto),
+            "--mode",
+            "single",
+            "--max-side",
+            "96",
+            "--steps",
+            "0",
+            "--depth",
+            str(tmp_path / "d.npy"),
+            "-o",
+            str(tmp_path / "s.ply"),
+            "--quiet",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    saved = np.load(tmp_path / "views" / "depth_000.npy")
+    np.testing.assert_allclose(saved, 2.5, rtol=1e-6)
+    assert json.loads((tmp_path / "manifest.json").read_text())["first_view_depth"] == "file"
