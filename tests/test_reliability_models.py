@@ -263,6 +263,6 @@ def test_project_loaders_refuse_pickled_code(matrix, tmp_path):
     model.save_pretrained(ckpt / "model")
     torch.save({"optimizer": CodeOnUnpickle(matrix.marker), "step": 1}, ckpt / "trainer.pt")
     opt = torch.optim.AdamW(model.parameters())
-    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+    with pytest.raises(StitchError, match=r"cannot be resumed .*Weights only load failed"):
         load_checkpoint(ckpt, model, opt, None, None)
     assert not matrix.marker.exists()
