@@ -259,23 +259,19 @@ class StitchPipeline:
             emit("optimize_step", k, step=step + 1, total_steps=steps, loss=loss)
 
         with _torch_threads(1 if self.device.type == "cpu" else None):
-            self._run_optimize(gaussians, train_views, steps, lrs, trainable, weights, seed, on_step)
-
-    def _run_optimize(self, gaussians, train_views, steps, lrs, trainable, weights, seed, on_step) -> None:
-        cfg = self.optim
-        optimize(
-            gaussians,
-            train_views,
-            steps,
-            lrs=lrs,
-            ssim_weight=cfg.ssim_weight,
-            resolution_scale=cfg.resolution_scale,
-            trainable=trainable,
-            view_weights=weights,
-            seed=seed,
-            background=self._background(),
-            on_step=on_step,
-        )
+            optimize(
+                gaussians,
+                train_views,
+                steps,
+                lrs=lrs,
+                ssim_weight=cfg.ssim_weight,
+                resolution_scale=cfg.resolution_scale,
+                trainable=trainable,
+                view_weights=weights,
+                seed=seed,
+                background=self._background(),
+                on_step=on_step,
+            )
 
     def _background(self) -> torch.Tensor:
         return torch.tensor(BACKGROUND, device=self.device)

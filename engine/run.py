@@ -130,7 +130,7 @@ class ProgressPrinter:
             print(f"resuming after {event.view_index + 1} finished views", file=self.stream, flush=True)
 
 
-def _resolve_dirs(config: GenerateConfig, output: Path | None, run_dir: Path | None, resume: Path | None):
+def _resolve_dirs(output: Path | None, run_dir: Path | None, resume: Path | None) -> tuple[Path, Path]:
     if resume is not None:
         return resume, (output or resume / "scene.ply")
     if run_dir is None:
@@ -153,7 +153,7 @@ def run_generate(
     extra_callbacks=(),
 ) -> PipelineOutput:
     """Generate a scene into a run directory; returns the pipeline output. Raises StitchError on bad input."""
-    root, output = _resolve_dirs(config, output, run_dir, resume)
+    root, output = _resolve_dirs(output, run_dir, resume)
     if output.suffix.lower() != ".ply":
         raise StitchError(
             f"--output must end in .ply, got {output.name}; use --splat/--spz for other formats"
