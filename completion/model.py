@@ -49,8 +49,8 @@ class CompletionConfig:
 
     zoedepth: dict = field(default_factory=dict)  # transformers ZoeDepthConfig.to_dict(), 5-channel backbone
     net_size: tuple[int, int] | None = (384, 512)  # (H, W) the network runs at; None: input size, rounded
-    min_depth: float = 1e-3  # output range in metres (ZoeD-N: [1e-3, 10])
-    max_depth: float = 10.0
+    min_depth: float = 1e-3  # positivity floor of the output (metres)
+    max_depth: float = 10.0  # training range (targets, seed bins); the output is not capped at it
     depth_norm: float = 10.0  # sparse depth enters as depth / (scaling * depth_norm)
     rgb_mean: float = 0.5  # RGB normalisation (MiDaS BEiT): (rgb - mean) / std
     rgb_std: float = 0.5
@@ -314,17 +314,23 @@ class DepthCompletionModel(nn.Module):
         return torch.cat([rgb_n, depth_n, known], dim=1)
 
     def forward_normalized(self, x: Tensor, out_hw: tuple[int, int]) -> Tensor:
-        """x [B, 5, H, W] from prepare_inputs -> depth [B, 1, *out_hw] in the network's units (scaling 1)."""
+        """x [B, 5, H, W] from prepare_inputs -> depth [B, 1, *out_hw] in the network's units (scaling 1).
+
+        As the release: all five channels are resized to the network size bilinearly with
+        `align_corners=True` (ZoeDepth's MiDaS resize), the prediction is upsampled bicubically
+        (`align_corners=False`), and the output is not capped (the attractor head has no upper bound; a cap at
+        max_depth before the 0.5 depth scaling would stop every generated view at 5 m). Only a positivity
+        floor (min_depth) remains, for bicubic undershoot at sharp edges. NaN/Inf pass through: callers that
+        serve users turn them into an error (engine/depth_network.py)."""
         h, w = x.shape[-2:]
         nh, nw = self.net_hw(h, w)
         if (nh, nw) != (h, w):
-            # The release resizes all five channels bilinearly (MiDaS prep); we do the same.
-            x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False)
+            x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=True)
         pred = self.zoe(pixel_values=x).predicted_depth  # [B, h', w']
         pred = pred.unsqueeze(1)
         if pred.shape[-2:] != tuple(out_hw):
-            pred = F.interpolate(pred, size=tuple(out_hw), mode="bilinear", align_corners=False)
-        return pred.clamp(self.config.min_depth, self.config.max_depth)
+            pred = F.interpolate(pred, size=tuple(out_hw), mode="bicubic", align_corners=False)
+        return pred.clamp_min(self.config.min_depth)
 
     def forward(
         self, rgb: Tensor, sparse_depth: Tensor, mask: Tensor | None = None, depth_scaling: float = 1.0

@@ -4,7 +4,8 @@ Per call: the 5-channel input (normalised RGB, sparse depth / (scaling * 10), ma
 padded (RGB reflected, depth and mask zero-padded; pad = int(sqrt(side / 2) * 3) px per side, as the release),
 run at the network's size, cropped, averaged with the prediction of the horizontally flipped input, and
 multiplied by the depth scaling: 1.0 for the first view (no known depth), 0.5 for generated views (the
-release's `depth_scaling`).
+release's `depth_scaling`). As the release, the output is not capped (only floored at min_depth), and NaN/Inf
+(fp16 overflow) is an error, not a silent 1 mm.
 Any input size works; the output has the input's size.
 """
 
@@ -169,7 +170,14 @@ class NetworkDepthCompleter:
         m = torch.from_numpy(mask)[None, None]
         depth = self.predict(rgb.to(p.device), sparse.to(p.device), m.to(p.device), scaling)
         out = depth[0, 0].float().cpu().numpy()
-        out = np.clip(np.nan_to_num(out, nan=1e-3), 1e-3, None).astype(np.float32)
+        if not np.isfinite(out).all():
+            # fp16 overflow (or broken weights): a silent 1 mm floor would seed a wall at the camera.
+            bad = int((~np.isfinite(out)).sum())
+            raise StitchError(
+                f"the {self.name} depth network returned NaN/Inf at {bad} of {out.size} pixels "
+                f"(dtype {p.dtype}); rerun in float32 (--device cpu) or check the weights"
+            )
+        out = np.maximum(out, self.model.config.min_depth).astype(np.float32)  # positivity floor only
         if self.config.keep_known:
             out = np.where(mask, known_depth.astype(np.float32), out)
         return out
