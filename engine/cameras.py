@@ -19,10 +19,24 @@ import numpy as np
 from engine.errors import CameraPathError
 
 MODES = ("single", "stage", "360", "orbit")
+MAX_CAMERA_SIDE = 16384  # pixels; a larger image would need gigabytes per render
+MAX_PATH_BYTES = 8 << 20  # a camera path file larger than this is not a hand-written path
+MAX_PATH_CAMERAS = 10_000
 
-# Yaw angles in degrees, as in the original release (PAPER-NOTES).
-STAGE_YAWS = (0.0, 25.0, -25.0)
-FULL_360_YAWS = (*[25.0 * i for i in range(11)], 272.5, 316.25)
+# The release's azimuths in degrees (PAPER-NOTES). In the release a positive azimuth turns the camera LEFT
+# (its +25 view's optical axis lands at column ~24 of the 720-px photo), so `stage` is photo, left, right and
+# `360` turns left. Here yaw follows the JSON path convention (positive turns right): yaw = -azimuth.
+RELEASE_STAGE_AZIMUTHS = (0.0, 25.0, -25.0)
+RELEASE_360_AZIMUTHS = (*[25.0 * i for i in range(11)], 272.5, 316.25)
+
+
+def azimuth_to_yaw(azimuth_deg: float) -> float:
+    """The release's azimuth (positive turns left) as a stitch yaw (positive turns right)."""
+    return 0.0 - float(azimuth_deg)  # 0.0 - 0.0 is +0.0, never -0.0 in a manifest
+
+
+STAGE_YAWS = tuple(azimuth_to_yaw(a) for a in RELEASE_STAGE_AZIMUTHS)  # (0, -25, +25): photo, left, right
+FULL_360_YAWS = tuple(azimuth_to_yaw(a) for a in RELEASE_360_AZIMUTHS)  # 0, -25, ..., -316.25: turns left
 
 
 @dataclass(frozen=True)
@@ -43,8 +57,21 @@ class Camera:
             raise CameraPathError("camera matrices contain NaN or Inf; give finite numbers")
         if self.width < 1 or self.height < 1:
             raise CameraPathError(f"camera size must be positive, got {self.width}x{self.height}")
+        if self.width > MAX_CAMERA_SIDE or self.height > MAX_CAMERA_SIDE:
+            raise CameraPathError(
+                f"camera size {self.width}x{self.height} is above {MAX_CAMERA_SIDE} px per side; "
+                "use a smaller one"
+            )
         if abs(np.linalg.det(w2c[:3, :3])) < 1e-6:
             raise CameraPathError("camera rotation is not invertible; give a proper rotation matrix")
+        # Only the 3x3 block used to be checked: a last row other than [0, 0, 0, 1] made inv() fail (or
+        # skew every projection) deep inside the pipeline.
+        if not np.allclose(w2c[3], (0.0, 0.0, 0.0, 1.0), atol=1e-6):
+            raise CameraPathError(
+                f"a 4x4 pose must end with the row [0, 0, 0, 1], got {np.round(w2c[3], 6).tolist()}"
+            )
+        if abs(K[2, 2] - 1.0) > 1e-6 or K[0, 0] <= 0 or K[1, 1] <= 0:
+            raise CameraPathError("camera intrinsics K need positive focal lengths and K[2][2] = 1")
         object.__setattr__(self, "K", K)
         object.__setattr__(self, "world_to_camera", w2c)
 
@@ -78,7 +105,20 @@ class Camera:
 
     @classmethod
     def from_dict(cls, d: dict) -> Camera:
-        return cls(int(d["width"]), int(d["height"]), np.array(d["K"]), np.array(d["world_to_camera"]))
+        """The inverse of to_dict; anything else (a damaged manifest) is a CameraPathError."""
+        if not isinstance(d, dict):
+            raise CameraPathError(
+                f"a camera must be an object with width, height, K, world_to_camera, got {d!r:.40}"
+            )
+        size = []
+        for key in ("width", "height"):
+            value = d.get(key)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise CameraPathError(f"camera {key!r} must be an integer, got {type(value).__name__}")
+            size.append(value)
+        K = _finite_array(d.get("K"), (3, 3), "camera K")
+        w2c = _finite_array(d.get("world_to_camera"), (4, 4), "camera world_to_camera")
+        return cls(size[0], size[1], K, w2c)
 
 
 def intrinsics(width: int, height: int, focal: float | None = None) -> np.ndarray:
@@ -215,7 +255,8 @@ def orbit_cameras(
 
 
 def trajectory(mode: str, width: int, height: int, focal: float | None = None, **orbit_kw) -> list[Camera]:
-    """Built-in camera sets: single = [0], stage = [0, +25, -25], 360 = 13 yaws, orbit = an arc."""
+    """Built-in camera sets as the release turns: single = [0]; stage = photo, 25 deg left, 25 deg right;
+    360 = 13 views turning left (release azimuths 0, 25, ..., 250, 272.5, 316.25); orbit = an arc."""
     if mode == "single":
         return yaw_cameras([0.0], width, height, focal)
     if mode == "stage":
@@ -243,7 +284,7 @@ Angles are degrees (yaw: positive turns right; pitch: positive looks up), positi
 def _finite_array(value, shape: tuple[int, ...], what: str) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
         raise CameraPathError(f"{what} must be numbers with shape {shape}") from exc
     if arr.shape != shape:
         raise CameraPathError(f"{what} must have shape {shape}, got {arr.shape}")
@@ -254,8 +295,13 @@ def _finite_array(value, shape: tuple[int, ...], what: str) -> np.ndarray:
 
 def _number(entry: dict, key: str, default: float, where: str) -> float:
     value = entry.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise CameraPathError(f"{where}: {key!r} must be a finite number, got {value!r}")
+    try:  # an integer with hundreds of digits overflows float(): not finite either
+        finite = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    except OverflowError:
+        finite = False
+    if not finite:
+        shown = "an integer too large for a float" if isinstance(value, int) else f"{value!r:.40}"
+        raise CameraPathError(f"{where}: {key!r} must be a finite number, got {shown}")
     return float(value)
 
 
@@ -295,21 +341,41 @@ def load_camera_path(path: str | Path, width: int, height: int) -> list[Camera]:
     If the file names its own width/height, its focal lengths are rescaled to the requested size.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CameraPathError(f"camera path {path} does not exist; check the --path argument")
+    if not path.is_file():  # a directory, or a FIFO that would block the read forever
+        raise CameraPathError(f"camera path {path} is not a regular file; give a JSON file")
     try:
+        size = path.stat().st_size
+        if size > MAX_PATH_BYTES:
+            raise CameraPathError(
+                f"camera path {path} is {size} bytes, more than {MAX_PATH_BYTES >> 20} MiB; not a camera path"
+            )
         data = json.loads(path.read_text(encoding="utf-8"))
+    except CameraPathError:
+        raise
+    except OSError as exc:
+        raise CameraPathError(f"cannot read camera path {path} ({exc.strerror or exc})") from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CameraPathError(f"camera path {path} is not valid JSON ({exc}); fix the file") from exc
+    except (ValueError, RecursionError) as exc:  # integers beyond Python's digit limit, 100k-deep nesting
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).split(";")[0]
+        raise CameraPathError(f"camera path {path} cannot be read ({why}); fix the file") from exc
     return cameras_from_json(data, width, height, str(path))
 
 
 def cameras_from_json(data: object, width: int, height: int, where: str = "camera path") -> list[Camera]:
     if not isinstance(data, dict) or not isinstance(data.get("cameras"), list) or not data["cameras"]:
         raise CameraPathError(f"{where} must be an object with a non-empty 'cameras' list")
-    file_w = data.get("width", width)
-    if not isinstance(file_w, (int, float)) or isinstance(file_w, bool) or file_w <= 0:
-        raise CameraPathError(f"{where}: 'width' must be a positive number")
+    if len(data["cameras"]) > MAX_PATH_CAMERAS:
+        raise CameraPathError(f"{where} has {len(data['cameras'])} cameras, more than {MAX_PATH_CAMERAS}")
+    file_w = _number(data, "width", float(width), where)
+    if not 0 < file_w <= MAX_CAMERA_SIDE:
+        raise CameraPathError(f"{where}: 'width' must be a positive number up to {MAX_CAMERA_SIDE}")
+    if "height" in data:
+        file_h = _number(data, "height", float(height), where)
+        if not 0 < file_h <= MAX_CAMERA_SIDE:
+            raise CameraPathError(f"{where}: 'height' must be a positive number up to {MAX_CAMERA_SIDE}")
     focal = data.get("focal")
     if focal is not None:
         focal = _number(data, "focal", 0.0, where) * width / float(file_w)
@@ -337,4 +403,14 @@ def cameras_to_json(cameras: Sequence[Camera]) -> dict:
 
 
 def save_camera_path(cameras: Sequence[Camera], path: str | Path) -> None:
-    Path(path).write_text(json.dumps(cameras_to_json(cameras), indent=2), encoding="utf-8")
+    """Write atomically (temp file + rename): a full disk never leaves half a path under the name."""
+    import os
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(cameras_to_json(cameras), indent=2), encoding="utf-8")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

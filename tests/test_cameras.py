@@ -67,13 +67,43 @@ def test_paper_trajectories():
     assert len(stage) == 3 and stage[0].focal == 720
     np.testing.assert_allclose(stage[0].world_to_camera, np.eye(4))
     assert len(trajectory("360", 720, 480)) == 13 == len(FULL_360_YAWS)
-    # +25 degrees yaw turns right: the optical axis points towards +x, the centre stays at the origin.
+    # As the release: the second view (azimuth +25) turns LEFT, the third right; the centre stays put.
     forward = stage[1].camera_to_world[:3, 2]
     np.testing.assert_allclose(
-        forward, [math.sin(math.radians(25)), 0, math.cos(math.radians(25))], atol=1e-12
+        forward, [-math.sin(math.radians(25)), 0, math.cos(math.radians(25))], atol=1e-12
     )
     np.testing.assert_allclose(stage[1].center, 0, atol=1e-12)
-    assert FULL_360_YAWS[-2:] == (272.5, 316.25)
+    assert stage[2].camera_to_world[0, 2] > 0
+    assert FULL_360_YAWS[-2:] == (-272.5, -316.25)
+
+
+def test_stage_left_view_lands_where_the_release_puts_it():
+    # The release's +25 view's optical axis lands at column ~24 of the 720-px photo (measured on the
+    # release): 360 - 720 tan(25 deg) = 24.26; the third view's at 720 - 24.26 = 695.74.
+    photo, left, right = trajectory("stage", 720, 480)
+    far = np.stack([left.camera_to_world[:3, 2], right.camera_to_world[:3, 2]]) * 10.0
+    uv, _ = project_points(photo, far)
+    np.testing.assert_allclose(uv[:, 0], [24.26, 695.74], atol=0.01)
+    np.testing.assert_allclose(uv[:, 1], 240.0, atol=1e-9)
+
+
+def test_360_turns_left_by_the_release_azimuths():
+    cams = trajectory("360", 64, 48)
+    # Heading measured from +z towards -x (left), in degrees, unwrapped: 0, 25, ..., 250, 272.5, 316.25.
+    heading = [
+        math.degrees(math.atan2(-c.camera_to_world[0, 2], c.camera_to_world[2, 2])) % 360 for c in cams
+    ]
+    np.testing.assert_allclose(heading, [*[25.0 * i for i in range(11)], 272.5, 316.25], atol=1e-9)
+
+
+def test_json_path_keeps_its_documented_convention_positive_yaw_turns_right(tmp_path):
+    # JSON paths (hand-written, recorded by the viewer) keep "positive yaw turns right"; the release's left
+    # view is {"yaw": -25} there.
+    p = tmp_path / "path.json"
+    p.write_text(json.dumps({"cameras": [{"yaw": 25}, {"yaw": -25}]}))
+    right, left = load_camera_path(p, 720, 480)
+    assert right.camera_to_world[0, 2] > 0 and left.camera_to_world[0, 2] < 0
+    np.testing.assert_allclose(left.world_to_camera, trajectory("stage", 720, 480)[1].world_to_camera)
 
 
 def test_orbit_looks_at_its_centre():
@@ -94,7 +124,8 @@ def test_json_path_round_trip_and_hand_written_forms(tmp_path):
     assert back[0].focal == pytest.approx(160.0)
     for a, b in zip(cams, back, strict=True):
         np.testing.assert_allclose(a.world_to_camera, b.world_to_camera, atol=1e-12)
-    hand = {"cameras": [{"yaw": 0}, {"yaw": 25}, {"look_at": [0, 0, 3], "position": [0.5, 0, 0]}]}
+    # JSON yaw turns right, so the stage's second (left) view is yaw -25 there.
+    hand = {"cameras": [{"yaw": 0}, {"yaw": -25}, {"look_at": [0, 0, 3], "position": [0.5, 0, 0]}]}
     hand_cams = cameras_from_json(hand, 80, 60)
     np.testing.assert_allclose(hand_cams[1].world_to_camera, cams[1].world_to_camera, atol=1e-12)
 

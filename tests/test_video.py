@@ -32,7 +32,7 @@ def _yaw(cam) -> float:
 
 
 def test_stage_cameras_are_visited_left_to_right_not_back_and_forth():
-    cams = trajectory("stage", 64, 48)  # yaws 0, +25, -25
+    cams = trajectory("stage", 64, 48)  # photo, left, right (yaws 0, -25, +25)
     order = tour_order(cams)
     assert [round(_yaw(cams[i])) for i in order] in ([-25, 0, 25], [25, 0, -25])
     orbit = trajectory("360", 64, 48)

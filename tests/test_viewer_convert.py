@@ -118,7 +118,7 @@ def test_viser_pose_sees_what_the_stitch_camera_sees(cam: Camera):
 
 
 def test_yaw_to_the_right_looks_towards_plus_x_in_viser():
-    left, right = trajectory("stage", 96, 64)[2], trajectory("stage", 96, 64)[1]  # -25 and +25 degrees
+    left, right = trajectory("stage", 96, 64)[1:3]  # the release's stage: photo, left, right
     assert (camera_to_viser(right).look_at - camera_to_viser(right).position)[0] > 0.3
     assert (camera_to_viser(left).look_at - camera_to_viser(left).position)[0] < -0.3
 
