@@ -29,6 +29,7 @@ app.add_typer(models_app, name="models")
 
 @app.command()
 def generate(
+    ctx: typer.Context,
     photo: Path | None = typer.Argument(None, help="Input photo (JPEG/PNG/WebP). Not needed with --resume."),
     prompt: str = typer.Option("", "--prompt", "-p", help="Text prompt for the outpainter."),
     mode: str = typer.Option("stage", "--mode", "-m", help="single | stage | 360 | orbit"),
@@ -98,7 +99,22 @@ def generate(
         host=host,
         port=port,
         quiet=quiet,
+        explicit=_given_on_command_line(ctx),
     )
+
+
+def _given_on_command_line(ctx: typer.Context) -> frozenset[str]:
+    """Names of the parameters the user typed (not defaults): --resume refuses those that disagree."""
+    given = set()
+    for name in ctx.params:
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
+            given.add(name)
+    return frozenset(given)
+
+
+_SPZ_AXES_HELP = "Frame of .spz files: rdf (as the .ply; splat-transform 3.x) | rub (y-up; 2.x)"
+_SPZ_CHECK_HELP = "Fail unless the .spz is this version (0: any)."
 
 
 @app.command()
@@ -111,33 +127,55 @@ def render(
     width: int = typer.Option(512, "--width"),
     height: int = typer.Option(384, "--height"),
     depth_png: bool = typer.Option(False, "--depth", help="Also write a depth visualisation."),
+    spz_axes: str = typer.Option("rdf", "--spz-axes", help=_SPZ_AXES_HELP),
+    spz_version: int = typer.Option(0, "--spz-version", help=_SPZ_CHECK_HELP),
 ) -> None:
     """Render a saved scene from a trajectory or a JSON camera path to PNG."""
+    from engine.export_cli import read_options
     from engine.render_cli import render_scene_to_png
 
-    for written in render_scene_to_png(scene, output, camera, width, height, depth_png):
+    options = read_options(scene, spz_axes, spz_version)
+    for written in render_scene_to_png(scene, output, camera, width, height, depth_png, options):
         typer.echo(str(written))
 
 
 @app.command()
-def info(scene: Path = typer.Argument(..., help="Scene file (.ply, .splat, .spz).")) -> None:
-    """Print what a scene file holds: count, SH degree, bounds, size."""
+def info(
+    scene: Path = typer.Argument(..., help="Scene file (.ply, .splat, .spz)."),
+    spz_axes: str = typer.Option("rdf", "--spz-axes", help=_SPZ_AXES_HELP),
+    spz_version: int = typer.Option(0, "--spz-version", help=_SPZ_CHECK_HELP),
+) -> None:
+    """Print what a scene file holds: count, SH degree, bounds, size (a .spz: version and frame read in)."""
+    from engine.export_cli import read_options
     from splat.io import scene_info
 
-    for key, value in scene_info(scene).items():
+    for key, value in scene_info(scene, read_options(scene, spz_axes, spz_version)["axes"]).items():
         typer.echo(f"{key}: {value}")
 
 
 @app.command()
 def export(
-    scene: Path = typer.Argument(..., help="Scene file to convert."),
-    output: Path = typer.Option(..., "--output", "-o", help="Target file: .ply, .splat or .spz."),
+    scene: Path = typer.Argument(..., help="Scene file to convert, or a run directory with --mesh."),
+    output: Path = typer.Option(
+        ..., "--output", "-o", help="Target: .ply, .splat or .spz; with --mesh .glb, .obj or .ply."
+    ),
+    spz_axes: str = typer.Option("rdf", "--spz-axes", help=_SPZ_AXES_HELP),
+    spz_version: int = typer.Option(2, "--spz-version", help="The .spz version written: 2 (all) or 3."),
+    mesh: bool = typer.Option(False, "--mesh", help="Fuse a run's depth maps + images into a mesh (TSDF)."),
+    voxel_size: float = typer.Option(0.0, "--voxel-size", help="Voxel size, m (0: auto)."),
+    truncation: float = typer.Option(0.0, "--truncation", help="TSDF truncation, metres (0: 4 voxels)."),
+    depth_trunc: float = typer.Option(0.0, "--depth-trunc", help="Ignore depth beyond, m (0: none)."),
+    max_vertices: int = typer.Option(500_000, "--max-vertices", help="Vertex budget (coarser if over)."),
+    mesh_axes: str = typer.Option("rub", "--mesh-axes", help="rub: y-up (glTF, Blender) | rdf: as the .ply"),
 ) -> None:
-    """Convert a scene between .ply, .splat and .spz."""
-    from splat.io import load_scene, save_scene
+    """Convert a scene between .ply, .splat and .spz, or fuse a run directory into a mesh (--mesh)."""
+    from engine.export_cli import export_mesh, export_scene
 
-    save_scene(load_scene(scene), output)
-    typer.echo(str(output))
+    if mesh:
+        options = {"voxel_size": voxel_size, "truncation": truncation, "depth_trunc": depth_trunc}
+        typer.echo(export_mesh(scene, output, max_vertices=max_vertices, axes=mesh_axes, **options))
+        return
+    typer.echo(export_scene(scene, output, spz_axes, spz_version))
 
 
 @app.command()
@@ -145,11 +183,34 @@ def view(
     scene: Path = typer.Argument(..., help="Scene file (.ply, .splat, .spz) or a run directory."),
     host: str = typer.Option("127.0.0.1", "--host", help="Bind address (default: this machine only)."),
     port: int = typer.Option(8080, "--port", help="Port (the next free one if busy)."),
+    spz_axes: str = typer.Option("rdf", "--spz-axes", help=_SPZ_AXES_HELP),
+    spz_version: int = typer.Option(0, "--spz-version", help=_SPZ_CHECK_HELP),
 ) -> None:
     """Inspect a scene in the browser: fly to generation cameras, record a camera path (JSON for --path)."""
+    from engine.export_cli import read_options
     from viewer.saved import serve_saved
 
-    serve_saved(scene, host=host, port=port)
+    serve_saved(scene, host=host, port=port, spz_axes=read_options(scene, spz_axes, spz_version)["axes"])
+
+
+@app.command()
+def extend(
+    run_dir: Path = typer.Argument(..., help="A finished run directory of stitch generate."),
+    path: Path | None = typer.Option(None, "--path", help="Camera path JSON with the views to add."),
+    yaw: float | None = typer.Option(None, "--yaw", help="One camera: yaw in degrees (positive: right)."),
+    pitch: float | None = typer.Option(None, "--pitch", help="One camera: pitch in degrees (positive: up)."),
+    move: str | None = typer.Option(None, "--move", help="One camera: position X,Y,Z in metres."),
+    prompt: str | None = typer.Option(
+        None, "--prompt", "-p", help="Prompt for the views (default: the run's)."
+    ),
+    undo: bool = typer.Option(False, "--undo", help="Remove the last added view instead."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+) -> None:
+    """Grow a finished run by more views (as the viewer's Stitch here); run again to finish a killed one."""
+    from engine.extend import run_extend_cli
+
+    for line in run_extend_cli(run_dir, path, yaw, pitch, move, prompt, undo, quiet):
+        typer.echo(line)
 
 
 @bench_app.command("geometry")

@@ -104,7 +104,7 @@ def load_run(root: Path, trust: str = "new") -> RunData:
     """Cameras, views, depths and trusted-pixel masks of a finished run, and its final Gaussians."""
     rd = RunDirectory(Path(root))
     manifest = rd.read_manifest()
-    cameras = [Camera.from_dict(c) for c in manifest.get("cameras", [])]
+    cameras = rd.read_cameras(manifest)  # validated in one place (engine/rundir.py)
     if not cameras:
         raise StitchError(f"{rd.manifest_path} lists no cameras; it is not a finished stitch run")
     views_done, tensors, _ = rd.load_checkpoint()

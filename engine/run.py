@@ -6,6 +6,7 @@ import contextlib
 import platform
 import sys
 import time
+import uuid
 from importlib import metadata
 from pathlib import Path
 
@@ -151,6 +152,7 @@ def run_generate(
     port: int = 8080,
     quiet: bool = False,
     extra_callbacks=(),
+    explicit: frozenset[str] = frozenset(),
 ) -> PipelineOutput:
     """Generate a scene into a run directory; returns the pipeline output. Raises StitchError on bad input."""
     root, output = _resolve_dirs(output, run_dir, resume)
@@ -161,10 +163,14 @@ def run_generate(
     rd = RunDirectory(root)
     if resume is not None:
         manifest = rd.read_manifest()
-        try:
-            config = GenerateConfig.from_dict(manifest["config"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StitchError(f"{rd.manifest_path} is damaged (config: {exc!r}); start a new run") from exc
+        if manifest.get("extensions"):  # its cameras are more than its config names; extend knows them
+            raise StitchError(
+                f"{rd.root} was grown by stitch extend; continue it with stitch extend {rd.root}"
+            )
+        asked = config
+        config = rd.read_config(manifest)  # every field type- and range-checked
+        _refuse_changed_settings(asked, config, manifest, explicit)
+        rd.read_cameras(manifest)  # validated; a checkpoint cannot claim more views than these
         image = load_photo(rd.root / "input.png", max(config.max_side, 8))
         if file_sha256(rd.root / "input.png") != manifest.get("input_png_sha256"):
             raise StitchError(f"{rd.root / 'input.png'} changed since the run started; start a new run")
@@ -186,6 +192,11 @@ def run_generate(
     outpainter, completer = build_backends(config, quiet=quiet)
     if len(cameras) > 1 and not config.prompt and getattr(outpainter, "needs_prompt", False):
         raise StitchError(f"the {outpainter.name} outpainter needs a prompt; pass --prompt TEXT")
+    if resume is None:
+        # Never over the photo (d/input.png) or files no stitch run wrote; forget an older run's checkpoint.
+        exports = [output.with_suffix(s) for s, on in ((".splat", export_splat), (".spz", export_spz)) if on]
+        rd.claim([config.photo, config.depth_file, config.path], [output, *exports])
+        rd.run_id = uuid.uuid4().hex
     rd.create()
     if resume is not None:
         rd.remove_stale_temp_files()  # what a killed process was writing; never a finished file
@@ -194,6 +205,7 @@ def run_generate(
             save_png(image, rd.root / "input.png")
         manifest = {
             "stitch_version": _own_version(),
+            "run_id": rd.run_id,
             "input": str(config.photo),
             "input_sha256": file_sha256(config.photo),
             "input_png_sha256": file_sha256(rd.root / "input.png"),
@@ -219,7 +231,8 @@ def run_generate(
     if view:
         from viewer import start_live_viewer
 
-        viewer = start_live_viewer(host=host, port=port)
+        # Camera paths saved from the browser go to RUN/paths/, never over a run file or the cwd.
+        viewer = start_live_viewer(host=host, port=port, path_dir=rd.root / "paths", run_dir=rd.root)
         callbacks.append(viewer.callback)
         print(f"viewer: {viewer.url}", file=sys.stderr)
 
@@ -255,6 +268,54 @@ def run_generate(
         if viewer is not None:
             viewer.stop()
     return result
+
+
+# CLI flag -> how to read its value from a GenerateConfig (for --resume's settings check).
+_RESUME_FLAGS = {
+    "prompt": lambda c: c.prompt,
+    "mode": lambda c: c.mode,
+    "path": lambda c: c.path,
+    "seed": lambda c: c.seed,
+    "max_side": lambda c: c.max_side,
+    "depth": lambda c: c.depth_file,
+    "steps": lambda c: c.optim.steps_per_view,
+    "preset": lambda c: c.preset,
+    "outpainter": lambda c: c.outpainter,
+    "depth_backend": lambda c: c.depth_backend,
+    "model_path": lambda c: c.model_path,
+    "outpaint_steps": lambda c: c.outpaint_steps,
+    "max_gaussians": lambda c: c.fusion.max_gaussians,
+}
+
+
+def _refuse_changed_settings(
+    asked: GenerateConfig, run: GenerateConfig, manifest: dict, explicit: frozenset[str]
+) -> None:
+    """--resume continues a run with the settings it started with: a flag given on the command line that
+    disagrees with them is refused (it used to be silently ignored)."""
+    for flag in sorted(explicit):
+        if flag == "photo":
+            if asked.photo is not None and (
+                not Path(asked.photo).is_file()
+                or file_sha256(Path(asked.photo)) != manifest.get("input_sha256")
+            ):
+                raise StitchError(
+                    f"{asked.photo} is not the photo this run was started from; drop it (--resume needs no "
+                    "photo) or start a new run in another folder"
+                )
+            continue
+        read = _RESUME_FLAGS.get(flag)
+        if read is None:
+            continue
+        mine, theirs = read(asked), read(run)
+        if flag in ("outpainter", "depth_backend") and not mine:
+            continue
+        if mine != theirs:
+            name = "--" + flag.replace("_", "-")
+            raise StitchError(
+                f"--resume continues the run with the settings it started with; {name} {mine} differs from "
+                f"the run's {theirs}: drop {name}, or start a new run in another folder"
+            )
 
 
 @contextlib.contextmanager

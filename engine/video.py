@@ -8,7 +8,9 @@ cameras are visited in the order that makes the shortest tour (stage: -25, 0, +2
 
 from __future__ import annotations
 
+import errno
 import itertools
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -137,7 +139,6 @@ def write_video(frames: Iterable[np.ndarray], output: Path, fps: int) -> Path:
     """Encode frames to `output`: .mp4 (H.264 through imageio-ffmpeg's bundled ffmpeg), .gif, or a
     folder of PNGs when `output` has no suffix. An .mp4 without an encoder falls back to a .gif beside it,
     with a message. Returns the path written."""
-    from PIL import Image
 
     output = Path(output)
     suffix = output.suffix.lower()
@@ -148,34 +149,123 @@ def write_video(frames: Iterable[np.ndarray], output: Path, fps: int) -> Path:
             file=sys.stderr,
         )
         output, suffix = fallback, ".gif"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".mp4":
-        import imageio.v2 as imageio
-
-        tmp = output.with_name(f".{output.stem}.tmp.mp4")
-        writer = imageio.get_writer(
-            tmp, fps=fps, codec="libx264", quality=8, pixelformat="yuv420p", macro_block_size=2,
-            ffmpeg_log_level="error",
-        )  # fmt: skip
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StitchError(f"cannot create {output.parent} ({exc.strerror or exc}); pick another -o") from exc
+    if suffix in VIDEO_SUFFIXES:
+        # Encode beside the target and rename only a complete, checked file: a full disk or a failed
+        # encoder never replaces a good video with a truncated one.
+        tmp = output.with_name(f".{output.name}.tmp{os.getpid()}{suffix}")
         try:
-            for frame in frames:
-                writer.append_data(frame)
+            if suffix == ".mp4":
+                _write_mp4(frames, tmp, fps)
+                _check_mp4(tmp)
+            else:
+                _write_gif(frames, tmp, fps)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            tmp.replace(output)
+        except OSError as exc:
+            raise StitchError(
+                f"cannot write {output} ({exc.strerror or exc}); free space or fix permissions, then run "
+                "the same command again"
+            ) from exc
         finally:
-            writer.close()
-        tmp.replace(output)
-        return output
-    if suffix == ".gif":
-        images = [Image.fromarray(f) for f in frames]
-        images[0].save(output, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+            tmp.unlink(missing_ok=True)
         return output
     if suffix:
         raise StitchError(
             f"video output must end in {' or '.join(VIDEO_SUFFIXES)} (or be a folder), got {output}"
         )
-    output.mkdir(parents=True, exist_ok=True)
-    for i, frame in enumerate(frames):
-        Image.fromarray(frame).save(output / f"frame_{i:04d}.png")
+    from engine.images import save_png
+
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        for i, frame in enumerate(frames):
+            save_png(frame, output / f"frame_{i:04d}.png")  # atomic: no half-written frame under its name
+    except OSError as exc:
+        where = exc.filename or output
+        raise StitchError(
+            f"cannot write {where} ({exc.strerror or exc}); free space or fix permissions, then run the "
+            "same command again"
+        ) from exc
     return output
+
+
+def _write_mp4(frames: Iterable[np.ndarray], path: Path, fps: int) -> None:
+    import imageio.v2 as imageio
+
+    writer = imageio.get_writer(
+        path, fps=fps, codec="libx264", quality=8, pixelformat="yuv420p", macro_block_size=2,
+        ffmpeg_log_level="error",
+    )  # fmt: skip
+    try:
+        for frame in frames:
+            writer.append_data(frame)
+    except (BrokenPipeError, RuntimeError) as exc:  # ffmpeg died (disk full): say so as an OSError
+        raise OSError(errno.EIO, f"the encoder stopped ({_first_line(exc)})", str(path)) from exc
+    finally:
+        try:
+            writer.close()
+        except (RuntimeError, BrokenPipeError) as exc:
+            raise OSError(errno.EIO, f"the encoder failed ({_first_line(exc)})", str(path)) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def _check_mp4(path: Path) -> None:
+    """OSError unless `path` is a complete MP4: top-level boxes that tile the file exactly, with a 'moov'
+    (ffmpeg writes it last; without it no player can open the file)."""
+    size = path.stat().st_size
+    seen = set()
+    with open(path, "rb") as f:
+        pos = 0
+        while pos < size:
+            f.seek(pos)
+            head = f.read(16)
+            if len(head) < 8:
+                break
+            box, kind = int.from_bytes(head[:4], "big"), head[4:8]
+            if box == 1 and len(head) == 16:
+                box = int.from_bytes(head[8:16], "big")
+            elif box == 0:
+                box = size - pos
+            if box < 8:
+                break
+            seen.add(kind)
+            pos += box
+    if pos != size or b"moov" not in seen or b"mdat" not in seen:
+        raise OSError(
+            errno.EIO, "the encoder left an incomplete MP4 (no moov/mdat or truncated boxes)", str(path)
+        )
+
+
+def _write_gif(frames: Iterable[np.ndarray], path: Path, fps: int) -> None:
+    """Stream frames into a GIF one at a time (each with its own palette): memory stays flat however many
+    frames there are (Pillow's save_all keeps every frame until the end)."""
+    from PIL import GifImagePlugin, Image
+
+    duration = round(1000 / fps)
+    with open(path, "wb") as f:
+        first = True
+        for frame in frames:
+            im = Image.fromarray(frame).quantize(
+                256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
+            )
+            if first:
+                header, _ = GifImagePlugin.getheader(im, None, {"loop": 0, "duration": duration})
+                f.write(b"".join(header))
+                first = False
+            for chunk in GifImagePlugin.getdata(im, (0, 0), duration=duration, include_color_table=True):
+                f.write(chunk)
+        if first:
+            raise StitchError("no frames to write")
+        f.write(b";")  # GIF trailer
+        f.flush()
 
 
 def load_source(source: Path, width: int, height: int):
@@ -188,10 +278,10 @@ def load_source(source: Path, width: int, height: int):
         from engine.rundir import RunDirectory
 
         rd = RunDirectory(source)
-        manifest = rd.read_manifest()
-        cameras = [Camera.from_dict(c) for c in manifest.get("cameras", [])]
+        manifest = rd.read_manifest()  # validated: types, cameras, exports
+        cameras = rd.read_cameras(manifest)
         for name in ("refined.ply", manifest.get("exports", {}).get("ply"), "scene.ply"):
-            if name and (source / Path(name).name).is_file():
+            if isinstance(name, str) and name and (source / Path(name).name).is_file():
                 return load_scene(source / Path(name).name), cameras
         _, tensors, _ = rd.load_checkpoint()
         if tensors is None:

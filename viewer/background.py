@@ -9,6 +9,7 @@ is rendered: moving the mouse queues nothing.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Mapping
 
@@ -91,14 +92,29 @@ class BackgroundRenderer:
                     log.warning("server-side render failed: %s", exc)
 
     def _render_for(self, client, gaussians) -> None:
-        aspect = client.camera.aspect if client.camera.image_height else 4 / 3
+        height = render_height(self.width, client.camera.aspect if client.camera.image_height else 4 / 3)
         width = self.width
-        height = max(8, round(width / aspect))
         camera = client_camera(client, width, height)
         image = render_rgb(gaussians, camera)
         if self.enabled:
             client.scene.set_background_image(image, format="jpeg", jpeg_quality=85)
             self.renders += 1
+
+
+MAX_ASPECT = 4.0  # the client reports its viewport; a 1x1000 one must not make a 1:1000 render
+
+
+def render_height(width: int, aspect: float) -> int:
+    """Height of the server render: the client's aspect (width / height) clamped to 1/4..4, so a hostile
+    or odd viewport can never ask for more than width x 4*width pixels."""
+    try:
+        aspect = float(aspect)
+    except (TypeError, ValueError):
+        aspect = 4 / 3
+    if not math.isfinite(aspect) or aspect <= 0:
+        aspect = 4 / 3
+    aspect = min(max(aspect, 1 / MAX_ASPECT), MAX_ASPECT)
+    return max(8, round(width / aspect))
 
 
 def _to_gaussians(tensors: Mapping, device: str):

@@ -39,9 +39,13 @@ def fly_to(client, camera: Camera, distance: float = 1.0) -> None:
         client.camera.fov = pose.fov
 
 
+# Names a run directory uses: never a camera path's, even inside its own folder.
+RESERVED_NAMES = {"manifest.json", "state.json", "quality.json"}
+
+
 def check_path_name(name: str) -> str:
     name = name.strip()
-    if not SAFE_NAME.match(name) or ".." in name:
+    if not SAFE_NAME.match(name) or ".." in name or name.lower() in RESERVED_NAMES:
         raise StitchError(f"camera path file name {name!r} is not allowed; use a plain name ending in .json")
     return name
 
@@ -101,7 +105,11 @@ class PathRecorder:
             cameras = list(self.keyframes)
         if not cameras:
             raise StitchError("no keyframes to save; press 'Add keyframe' first")
-        save_camera_path(cameras, path)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            save_camera_path(cameras, path)  # atomic
+        except OSError as exc:
+            raise StitchError(f"cannot save {path} ({exc.strerror or exc})") from exc
         self.info.content = f"{len(cameras)} keyframes saved to `{path}`."
         return path
 

@@ -32,21 +32,21 @@ class SavedScene:
         return f"{self.source}: {len(self.gaussians['means']):,} Gaussians{views}"
 
 
-def load_saved(path: str | Path) -> SavedScene:
-    """Read a scene file (.ply/.splat/.spz) or a run directory of `stitch generate`."""
+def load_saved(path: str | Path, spz_axes: str = "rdf") -> SavedScene:
+    """Read a scene file (.ply/.splat/.spz, a .spz in frame `spz_axes`) or a run directory."""
     p = Path(path)
     if p.is_dir():
         return _load_run_dir(p)
     if not p.exists():
         raise StitchError(f"{p} does not exist; give a scene file (.ply, .splat, .spz) or a run directory")
-    return SavedScene(_load_scene_file(p), source=p.name, directory=p.resolve().parent)
+    return SavedScene(_load_scene_file(p, spz_axes), source=p.name, directory=p.resolve().parent)
 
 
-def _load_scene_file(path: Path) -> dict[str, Tensor]:
+def _load_scene_file(path: Path, spz_axes: str = "rdf") -> dict[str, Tensor]:
     from splat.io import load_scene
 
     try:
-        return load_scene(path).tensors()
+        return load_scene(path, axes=spz_axes).tensors()
     except StitchError:
         raise
     except ValueError as exc:  # splat.io's SceneFileError names the file and the problem
@@ -58,10 +58,7 @@ def _load_run_dir(root: Path) -> SavedScene:
 
     rd = RunDirectory(root)
     manifest = rd.read_manifest()
-    try:
-        cameras = [Camera.from_dict(d) for d in manifest.get("cameras", [])]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise StitchError(f"{rd.manifest_path} has malformed cameras ({exc}); start a new run") from exc
+    cameras = rd.read_cameras(manifest)  # validated in one place (engine/rundir.py)
     scene_file = _scene_file(root, manifest)
     if scene_file is not None:
         gaussians, source = _load_scene_file(scene_file), f"{root.name}/{scene_file.name}"
@@ -103,8 +100,11 @@ def serve_saved(path: str | Path, host: str = "127.0.0.1", port: int = 8080, blo
     """
     from viewer.server import LiveViewer, ViewerConfig
 
-    saved = load_saved(path)
-    config.setdefault("path_dir", saved.directory)
+    saved = load_saved(path, spz_axes=config.pop("spz_axes", "rdf"))
+    # Recorded paths go to a folder of their own, never over a run file (manifest.json) or the scene.
+    config.setdefault("path_dir", saved.directory / "paths")
+    if Path(path).is_dir():  # a run directory can grow: the Stitch-here panel
+        config.setdefault("run_dir", saved.directory)
     viewer = LiveViewer(ViewerConfig(host=host, port=port, panel_title="Scene", **config))
     viewer.show(saved.gaussians, saved.cameras, saved.images, status=saved.summary)
     if block:

@@ -28,6 +28,7 @@ from engine.errors import StitchError
 from engine.events import PipelineEvent
 from viewer.background import BackgroundRenderer, default_device
 from viewer.convert import overview_pose, preview_splats
+from viewer.netguard import check_bind, exposure_note, origin_guard
 from viewer.panel import Progress, StatusPanel, progress_of, splat_stats
 from viewer.path_recorder import PathRecorder, fly_to
 from viewer.scene import SceneSync
@@ -44,9 +45,10 @@ class ViewerConfig:
     thumbnail_width: int = 256  # view images on the frusta
     render_width: int | None = None  # server-side render width (default 960 on CUDA, 256 on CPU)
     min_interval: float = 0.1  # seconds between panel redraws (coalesces optimize_step floods)
-    path_dir: Path = Path(".")  # where "Save path" writes camera paths
+    path_dir: Path = Path("camera_paths")  # a folder of its own for "Save path" (never a run's files)
     label: str = "stitch"
     panel_title: str = "Generation"
+    run_dir: Path | None = None  # a run directory: adds the "Stitch here" panel (viewer/stitch_here.py)
 
 
 @dataclass
@@ -77,13 +79,17 @@ class LiveViewer:
         cfg = self.config
         if cfg.max_splats <= 0 or cfg.chunk_size <= 0:
             raise StitchError("viewer max_splats and chunk_size must be positive")
+        check_bind(cfg.host, cfg.port)  # bad port/host: one line now, not a hang in viser's thread
         try:
             # viser prints a banner on stdout; keep stdout for the CLI's own output.
-            with contextlib.redirect_stdout(sys.stderr):
+            with contextlib.redirect_stdout(sys.stderr), origin_guard(cfg.host):
                 self.server = viser.ViserServer(host=cfg.host, port=cfg.port, label=cfg.label, verbose=False)
         except OSError as exc:
             where = f"{cfg.host}:{cfg.port}"
             raise StitchError(f"viewer cannot start on {where} ({exc}); try another --host/--port") from exc
+        note = exposure_note(cfg.host, self.server.get_port())
+        if note:
+            print(note, file=sys.stderr, flush=True)
         # Browsers' speculative pre-connections fail the websocket handshake and websockets logs each one
         # as an ERROR with a traceback; they are harmless, so keep them out of the user's terminal.
         ws_log = logging.getLogger("websockets.server")
@@ -111,6 +117,11 @@ class LiveViewer:
         self.background = BackgroundRenderer(cfg.render_width)
         self._add_display_controls()
         self.recorder = PathRecorder(self.server, cfg.path_dir)
+        self.stitch_here = None
+        if cfg.run_dir is not None:
+            from viewer.stitch_here import StitchHerePanel
+
+            self.stitch_here = StitchHerePanel(self, cfg.run_dir)
         self.server.on_client_connect(self._on_connect)
 
         self._worker = threading.Thread(target=self._run, name="stitch-viewer", daemon=True)
