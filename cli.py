@@ -305,6 +305,18 @@ def video(
     typer.echo(str(make_video(source, output, path=path, frames=frames, fps=fps, width=width)))
 
 
+def _command() -> str:
+    """The subcommand on the command line (first word that is not an option), or ''."""
+    return next((a for a in sys.argv[1:] if not a.startswith("-")), "")
+
+
+def _interrupted_message() -> str:
+    """Only generate continues with --resume; viewers and renders just stop."""
+    if _command() == "generate":
+        return "interrupted; finished views are saved, continue with --resume RUN_DIR"
+    return "interrupted"
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     usage_errors, aborts = _click_exception_types()
@@ -314,8 +326,11 @@ def main() -> None:
         typer.echo(f"error: {_one_line(str(error))}", err=True)
         sys.exit(2)
     except (KeyboardInterrupt, *aborts):
-        typer.echo("interrupted; finished views are saved, continue with --resume RUN_DIR", err=True)
+        typer.echo(_interrupted_message(), err=True)
         sys.exit(130)
+    except MemoryError:  # a size cap missed something: still one line, not a traceback
+        typer.echo("error: out of memory; use a smaller input (photo, scene, --frames, --width)", err=True)
+        sys.exit(2)
     except usage_errors as error:  # unknown option, bad integer, missing argument: one line, no usage box
         message = error.format_message() if hasattr(error, "format_message") else str(error)
         ctx = getattr(error, "ctx", None)
@@ -325,14 +340,15 @@ def main() -> None:
         sys.exit(getattr(error, "exit_code", 2))
     except OSError as error:  # disk full, permissions: name the file and stop cleanly
         where = error.filename or "file system"
+        then = ", then --resume" if _command() == "generate" else ", then run the command again"
         typer.echo(
             f"error: {_one_line(str(error.strerror or error))} ({_one_line(str(where))}); "
-            "free space or fix permissions, then --resume",
+            f"free space or fix permissions{then}",
             err=True,
         )
         sys.exit(2)
     if code == 130:  # typer turns Ctrl-C into exit code 130 without a word
-        typer.echo("interrupted; finished views are saved, continue with --resume RUN_DIR", err=True)
+        typer.echo(_interrupted_message(), err=True)
     sys.exit(code if isinstance(code, int) else 0)
 
 

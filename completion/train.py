@@ -26,6 +26,7 @@ import json
 import math
 import os
 import pickle
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -87,17 +88,48 @@ def _to_tuple(v):
 
 
 def config_from_dict(d: dict) -> TrainConfig:
-    """TrainConfig from a JSON-like dict; unknown keys are errors (typos would silently do nothing)."""
+    """TrainConfig from a JSON-like dict; unknown keys are errors (typos would silently do nothing), and so
+    are values of the wrong type or range (engine.typed: one line naming the field, not a traceback)."""
+    from engine.typed import from_dict
+
+    if not isinstance(d, dict):
+        raise StitchError(f"training config must be a JSON object, got {type(d).__name__}")
     d = dict(d)
     data = d.pop("data", {})
+    if not isinstance(data, dict):
+        raise StitchError(f"training config: data must be an object, got {type(data).__name__}")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     bad = sorted(set(d) - known)
     dknown = {f.name for f in dataclasses.fields(DataConfig)}
     bad += [f"data.{k}" for k in sorted(set(data) - dknown)]
     if bad:
         raise StitchError(f"unknown training config keys {bad}; see completion/train.py TrainConfig")
-    data_cfg = DataConfig(**{k: _to_tuple(v) for k, v in data.items()})
-    return TrainConfig(data=data_cfg, **{k: _to_tuple(v) for k, v in d.items()})
+    cfg = from_dict(TrainConfig, {**d, "data": data}, "training config", TRAIN_BOUNDS)
+    if not (cfg.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", cfg.device)):
+        raise StitchError(f"training config: unknown device {cfg.device!r}; use auto, cpu, cuda or cuda:N")
+    return cfg
+
+
+# Ranges checked when a training config is read (engine.typed.from_dict).
+TRAIN_BOUNDS = {
+    "batch_size": (1, 4096),
+    "epochs": (1, None),
+    "max_steps": (1, None),
+    "lr": (1e-12, 10.0),
+    "weight_decay": (0.0, None),
+    "encoder_lr_factor": (1e-6, None),
+    "grad_clip": (0.0, None),
+    "num_workers": (0, 256),
+    "seed": (0, 2**32 - 1),
+    "log_every": (1, None),
+    "ckpt_every": (1, None),
+    "keep_checkpoints": (1, None),
+    "val_every": (1, None),
+    "val_max_pairs": (1, None),
+    "data.size[0]": (8, 8192),
+    "data.size[1]": (8, 8192),
+    "data.mono_prob": (0.0, 1.0),
+}
 
 
 def load_config(path: str | Path) -> TrainConfig:
@@ -106,8 +138,8 @@ def load_config(path: str | Path) -> TrainConfig:
         raise StitchError(f"training config {path} does not exist; write a JSON file (see README, Training)")
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise StitchError(f"training config {path} is not valid JSON ({exc})") from exc
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, huge ints, deep nesting
+        raise StitchError(f"training config {path} is not valid JSON ({str(exc)[:200]})") from exc
     return config_from_dict(raw)
 
 
@@ -267,7 +299,13 @@ def latest_checkpoint(cfg: TrainConfig) -> Path | None:
     f = _ckpt_root(cfg) / "latest.json"
     if not f.is_file():
         return None
-    return _ckpt_root(cfg) / json.loads(f.read_text(encoding="utf-8"))["dir"]
+    try:
+        name = json.loads(f.read_text(encoding="utf-8"))["dir"]
+        if not isinstance(name, str) or "/" in name or "\\" in name or name in ("", ".", ".."):
+            raise ValueError(f"'dir' is {name!r}, not a checkpoint folder name")
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise StitchError(f"{f} is damaged ({str(exc)[:200]}); delete it or start a new out_dir") from exc
+    return _ckpt_root(cfg) / name
 
 
 def load_checkpoint(path: Path, model, opt, sched, scaler) -> int:

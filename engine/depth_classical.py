@@ -576,6 +576,18 @@ class SceneDepthPrior:
 MAX_DEPTH_FILE_PIXELS = 100_000_000  # parsers bound allocations
 
 
+def _check_png_size(path: Path) -> None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise StitchError(f"depth file {path} is not a readable PNG ({exc.__class__.__name__})") from exc
+    if w * h > MAX_DEPTH_FILE_PIXELS:
+        raise StitchError(f"depth file {path} is too large ({w}x{h}); downscale it")
+
+
 def load_depth_file(path: str | Path, size: tuple[int, int]) -> np.ndarray:
     """Read a user depth map for the first view -> [H, W] float32 metres, 0 = unknown.
 
@@ -607,6 +619,7 @@ def load_depth_file(path: str | Path, size: tuple[int, int]) -> np.ndarray:
         if not np.isfinite(depth).all():
             raise StitchError(f"depth file {path} contains NaN or Inf; use 0 for unknown pixels")
     elif suffix == ".png":
+        _check_png_size(path)  # from the header: a tiny file can claim 20000x20000 (GBs once decoded)
         raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if raw is None:
             raise StitchError(f"depth file {path} is not a readable PNG")

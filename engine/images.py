@@ -44,6 +44,8 @@ def load_photo(path: str | Path, max_side: int) -> np.ndarray:
         raise InputImageError(f"photo {path} does not exist; check the path")
     if path.is_dir():
         raise InputImageError(f"{path} is a directory; give an image file")
+    if not path.is_file():  # a FIFO or device would block (or never end) the read
+        raise InputImageError(f"photo {path} is not a regular file; give an image file")
     if max_side < MIN_SIDE:
         raise InputImageError(f"--max-side {max_side} is too small; use at least {MIN_SIDE}")
     try:
@@ -59,6 +61,12 @@ def load_photo(path: str | Path, max_side: int) -> np.ndarray:
             if min(width, height) < MIN_SIDE:
                 raise InputImageError(
                     f"photo {path} is {width}x{height}; it needs at least {MIN_SIDE} px on each side"
+                )
+            tw, th = target_size(width, height, max_side)
+            if min(tw, th) < MIN_SIDE:  # a 4000x32 strip would become 384x8 views
+                raise InputImageError(
+                    f"photo {path} is {width}x{height}, too elongated: at --max-side {max_side} it becomes "
+                    f"{tw}x{th}, under {MIN_SIDE} px; crop it closer to 4:3 (or raise --max-side)"
                 )
             # JPEG can decode straight at a reduced scale: big photos never exist at full size in memory.
             img.draft("RGB", (max_side, max_side))
@@ -82,18 +90,42 @@ def load_photo(path: str | Path, max_side: int) -> np.ndarray:
     return _to_rgb_float(img, max_side)
 
 
+def _reduce_early(img: Image.Image, tw: int, th: int) -> Image.Image:
+    """Box-shrink a big decoded image by an integer factor (staying >= 2x the target size) before any mode
+    conversion: a near-89-MP RGBA or 16-bit photo otherwise makes several full-size float/RGBA copies
+    (1.2-1.6 GB peak) on its way to a 384 px view."""
+    factor = int(min(img.width / tw, img.height / th) // 2)
+    if factor < 2:
+        return img
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif img.mode in ("I;16", "I;16B", "I;16L"):
+        img = img.convert("I")
+    elif img.mode not in ("L", "LA", "RGB", "RGBA", "I", "F", "CMYK", "YCbCr"):
+        img = img.convert("RGBA" if "A" in img.mode else "RGB")
+    if img.mode in ("CMYK", "YCbCr"):
+        img = img.convert("RGB")
+    return img.reduce(factor)
+
+
 def _to_rgb_float(img: Image.Image, max_side: int) -> np.ndarray:
+    w, h = target_size(img.width, img.height, max_side)  # of the decoded size, as before reducing
+    img = _reduce_early(img, w, h)
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float32)
         arr = arr / max(1.0, float(arr.max()))
         img = Image.fromarray((arr * 255).astype(np.uint8), "L")
+    elif img.mode == "F":  # float TIFF: 0..1 (or any range) -> 8 bits; convert("RGB") would clip to 0/1
+        arr = np.nan_to_num(np.asarray(img, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        top = float(arr.max()) if arr.size else 0.0
+        arr = np.clip(arr / (1.0 if top <= 1.0 else top), 0.0, 1.0)
+        img = Image.fromarray((arr * 255 + 0.5).astype(np.uint8), "L")
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA")
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))  # transparent areas become white
         img = Image.alpha_composite(background, img)
     if img.mode != "RGB":  # (convert to the same mode would copy the full-size image)
         img = img.convert("RGB")  # greyscale, CMYK, palette, YCbCr -> RGB
-    w, h = target_size(img.width, img.height, max_side)
     if (w, h) != img.size:
         # Centre-crop to the target aspect before resizing, so sides are exact multiples without distortion.
         scale = max(w / img.width, h / img.height)

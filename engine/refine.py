@@ -8,19 +8,24 @@ Reads RUN_DIR (manifest cameras, views/view_XXX.png, depth_XXX.npy, new_XXX.png,
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import math
 import os
 import re
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from engine.cameras import Camera
@@ -80,6 +85,13 @@ class RefineConfig:
             raise StitchError(f"--checkpoint-every must be at least 1, got {self.checkpoint_every}")
         if self.budget is not None and self.budget < 1:
             raise StitchError(f"--budget must be a positive Gaussian count, got {self.budget}")
+        for name in ("depth_weight", "ssim_weight", "scale_ratio_weight", "opacity_weight"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                flag = "--depth-weight" if name == "depth_weight" else name
+                raise StitchError(f"{flag} must be a finite number >= 0, got {value}")
+        if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
+            raise StitchError(f"unknown --device {self.device!r}; choose auto, cpu, cuda or cuda:N")
 
 
 @dataclass
@@ -146,6 +158,23 @@ def references(run: RunData, seed: int = 0) -> tuple[list[Reference], list[Refer
     return generation, held
 
 
+@contextlib.contextmanager
+def _whole_step() -> Iterator[None]:
+    """Defer SIGINT until the block ends, then raise KeyboardInterrupt: a step interrupted half-way (some
+    parameters updated, the step counter not) was saved and resumed to another refined.ply."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -169,12 +198,14 @@ class RefineCheckpoint:
             return None, None
         try:
             state = json.loads(self.state_path.read_text(encoding="utf-8"))
+            if not isinstance(state, dict):
+                raise ValueError("state.json is not a JSON object")
             name = state["tensors"]
             # Only our own file name inside refine/: a hand-edited state.json must not point elsewhere.
             if not (isinstance(name, str) and re.fullmatch(r"trainer_\d{6,}\.safetensors", name)):
                 raise ValueError(f"state.json names {name!r}, not a trainer_XXXXXX.safetensors file")
             tensors = load_file(str(self.dir / name))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, RecursionError, SafetensorError) as exc:
             raise StitchError(
                 f"refine checkpoint in {self.dir} is damaged ({exc}); rerun with --restart"
             ) from exc
@@ -275,8 +306,14 @@ def refine_run(
     trainer = _build_trainer(config, gaussians, train_views(run, device), device)
     seconds = 0.0
     if saved is not None:
-        trainer.load_state_dict(saved_tensors, saved["trainer"])
-        seconds = float(saved.get("seconds", 0.0))
+        try:
+            trainer.load_state_dict(saved_tensors, saved["trainer"])
+            seconds = float(saved.get("seconds", 0.0))
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError, AttributeError) as exc:
+            raise StitchError(
+                f"refine checkpoint in {ckpt.dir} is damaged ({type(exc).__name__}: {str(exc)[:200]}); "
+                "rerun with --restart"
+            ) from exc
     resumed_from = trainer.step
 
     def save() -> None:
@@ -296,7 +333,8 @@ def refine_run(
     t0 = time.perf_counter()
     try:
         while trainer.step < config.steps:
-            loss = trainer.train_step()
+            with _whole_step():  # Ctrl-C lands between steps: the checkpoint never holds half a step
+                loss = trainer.train_step()
             if progress is not None:
                 progress(trainer.step, config.steps, loss, len(gaussians))
             if trainer.step % config.checkpoint_every == 0 or trainer.step == config.steps:

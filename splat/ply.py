@@ -23,7 +23,16 @@ from typing import IO
 import numpy as np
 
 from splat.gaussians import Gaussians
-from splat.scene_arrays import Device, PathLike, SceneArrays, as_bytes, atomic_write, check_readable, fail
+from splat.scene_arrays import (
+    Device,
+    PathLike,
+    SceneArrays,
+    as_bytes,
+    atomic_write,
+    check_point_count,
+    check_readable,
+    fail,
+)
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_PROPERTIES = 2048
@@ -205,6 +214,7 @@ def read_vertex_table(path: PathLike) -> tuple[PlyHeader, np.ndarray]:
             if lists:
                 raise fail(path, f"vertex property '{lists[0]}' is a list; 3DGS needs scalar properties")
             check_body_size(path, header, file_size)
+            check_point_count(path, vertex.count)
             before = header.elements[: header.elements.index(vertex)]
             if header.format == "ascii" or any(e.has_lists for e in before):
                 table = _read_with_plyfile(path, f)

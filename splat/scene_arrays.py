@@ -126,17 +126,38 @@ def as_bytes(arr: np.ndarray) -> memoryview:
     return memoryview(np.ascontiguousarray(arr).reshape(-1).view(np.uint8))
 
 
+# Readers hold the whole file plus float arrays of every Gaussian: refuse what cannot fit before reading
+# (a sparse 100 GB file used to end in a MemoryError traceback). 2 GiB of .ply is ~8.6M Gaussians (SH 3).
+MAX_SCENE_BYTES = 2 << 30
+MAX_SCENE_POINTS = 10_000_000  # decoded: up to ~2.4 GB of float32 arrays at SH degree 3
+
+
 def check_readable(path: PathLike) -> int:
-    """File size of an existing regular file, or a SceneFileError saying why it cannot be read."""
+    """File size of an existing regular file of at most MAX_SCENE_BYTES, or a SceneFileError saying why
+    it cannot be read."""
     p = Path(path)
     if not p.exists():
         raise fail(path, "no such file")
     if not p.is_file():
         raise fail(path, "not a regular file")
     try:
-        return p.stat().st_size
+        size = p.stat().st_size
     except OSError as e:
         raise fail(path, f"cannot stat file ({e.strerror})") from e
+    if size > MAX_SCENE_BYTES:
+        raise fail(
+            path,
+            f"{size / 2**30:.1f} GiB is more than the {MAX_SCENE_BYTES >> 30} GiB this tool loads; "
+            "prune or split the scene",
+        )
+    return size
+
+
+def check_point_count(path: PathLike, n: int) -> None:
+    if n > MAX_SCENE_POINTS:
+        raise fail(
+            path, f"{n} Gaussians is more than the {MAX_SCENE_POINTS:,} this tool loads; prune the scene"
+        )
 
 
 @contextlib.contextmanager

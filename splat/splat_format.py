@@ -26,6 +26,7 @@ from splat.scene_arrays import (
     SceneArrays,
     as_bytes,
     atomic_write,
+    check_point_count,
     check_readable,
     fail,
     logit,
@@ -82,6 +83,7 @@ def read_splat_arrays(path: PathLike) -> SceneArrays:
     size = check_readable(path)
     if size % ROW_BYTES:
         raise fail(path, f"size {size} is not a multiple of {ROW_BYTES} bytes, so it is not a .splat file")
+    check_point_count(path, size // ROW_BYTES)
     try:
         with open(path, "rb") as f:
             data = f.read(size)

@@ -45,6 +45,7 @@ from splat.scene_arrays import (
     PathLike,
     SceneArrays,
     atomic_write,
+    check_point_count,
     check_readable,
     fail,
     logit,
@@ -284,6 +285,8 @@ def _check_header(path: PathLike, magic: int, version: int, degree: int, bits: i
 
 
 def _check_claim(path: PathLike, n: int, expected: int, file_size: int) -> None:
+    # The ratio alone let a truthful 185 KB file inflate to 3.2 GB: an absolute cap on points too.
+    check_point_count(path, n)
     if expected > file_size * MAX_INFLATE_RATIO:
         raise fail(
             path,
