@@ -67,19 +67,26 @@ def predict_depth(
     return pred[0, 0].float().cpu().numpy()
 
 
-def validate(model, samples: list[ValSample], size: tuple[int, int] | None = None) -> dict[str, float]:
-    """Mean over pairs of the benchmark scores (mae = the paper's metric, metres, uncovered pixels)."""
+def validate(model, samples: list[ValSample], config=None) -> dict[str, float]:
+    """Mean over pairs of the benchmark scores (mae = the paper's metric, metres, uncovered pixels).
+
+    The model runs through engine.depth_network.NetworkDepthCompleter, the object `stitch generate --depth
+    PATH` and `stitch bench` build (reflect padding, flip averaging, depth scaling 0.5 for views with known
+    depth), so the logged number is the number `bench` reports for the same weights."""
+    from engine.depth_network import NetworkDepthCompleter
     from engine.geometry_bench import depth_metrics
 
     was_training = model.training
-    model.eval()
+    completer = NetworkDepthCompleter(model, config)  # puts the model in eval mode
     rows = []
-    for s in samples:
-        pred = predict_depth(model, s.image, s.known_depth, s.covered, size)
-        m = depth_metrics(pred, s.gt, s.covered)
-        if m["n_pixels"] > 0:
-            rows.append(m)
-    model.train(was_training)
+    try:
+        for s in samples:
+            pred = completer(s.image, s.known_depth, s.covered)
+            m = depth_metrics(pred, s.gt, s.covered)
+            if m["n_pixels"] > 0:
+                rows.append(m)
+    finally:
+        model.train(was_training)
     if not rows:
         return {"mae": float("nan"), "n_pairs": 0.0}
     keys = ("mae", "rmse", "absrel", "delta1")

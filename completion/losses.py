@@ -2,6 +2,9 @@
 
 Both are computed per sample and then averaged over the batch, so the loss of a batch split across DDP
 ranks (equal shares) averages to exactly the loss of the whole batch on one process.
+`pooled=True` is the release's form (`recipe: release`): SILog over all valid pixels of the batch at once,
+and the known-pixel MSE as the mean over all pixels of (pred - sparse)^2 x mask. Under DDP the release pools
+per rank (each rank's loss sees its own share), and so does this.
 """
 
 from __future__ import annotations
@@ -39,10 +42,25 @@ def known_mse_loss(
 
 
 def completion_loss(
-    pred: Tensor, batch: dict[str, Tensor], w_silog: float = 1.0, w_known: float = 1.0, lam: float = 0.85
+    pred: Tensor,
+    batch: dict[str, Tensor],
+    w_silog: float = 1.0,
+    w_known: float = 1.0,
+    lam: float = 0.85,
+    pooled: bool = False,
 ) -> tuple[Tensor, dict[str, float]]:
     """Batch mean of w_silog * SILog + w_known * known-pixel MSE; also the parts for logging."""
-    si = silog_loss(pred, batch["target"], batch["valid"], lam=lam)
-    mse = known_mse_loss(pred, batch["sparse"], batch["known"])
+    if pooled:  # the release: one SILog over the batch's pixels, MSE averaged over all pixels
+        si = silog_loss(
+            pred.reshape(1, 1, -1, 1),
+            batch["target"].reshape(1, 1, -1, 1),
+            batch["valid"].reshape(1, 1, -1, 1),
+            lam=lam,
+        )
+        k = batch["known"].to(pred.dtype)
+        mse = (((pred - batch["sparse"]) ** 2) * k).mean().reshape(1)
+    else:
+        si = silog_loss(pred, batch["target"], batch["valid"], lam=lam)
+        mse = known_mse_loss(pred, batch["sparse"], batch["known"])
     loss = (w_silog * si + w_known * mse).mean()
     return loss, {"silog": float(si.mean().detach()), "known_mse": float(mse.mean().detach())}

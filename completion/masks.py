@@ -161,6 +161,12 @@ class MaskJob:
     def __call__(self) -> dict:
         return run_masks(self)
 
+    def checkpoint(self, *args, **kwargs):
+        """submitit: on timeout / preemption requeue the same shard; finished masks are skipped."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self)
+
 
 def run_masks(job: MaskJob) -> dict:
     """Write a mask for every finished depth map of this shard that has none yet; returns counts."""

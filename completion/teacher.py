@@ -5,10 +5,22 @@
 - `marigold:ID` for diffusers' MarigoldDepthPipeline (the paper's teacher),
   e.g. `marigold:prs-eth/marigold-depth-v1-1`.
 
-Outputs per image: `STEM.npy|png` + `STEM.json` (depth_io). Metric teachers are stored in metres
-(kind "metric"). Relative teachers (affine-invariant depth, or disparity from DPT / Depth Anything) are
-normalised to depth in [1, relative_range] (kind "relative"); the training data rescales them anyway.
-Idempotent and resumable: items whose JSON exists are skipped; shardable: shard k of n takes every n-th image.
+- `gt`: the source's own ground truth (NYU Depth v2 labelled .mat or BTS sync PNGs), border cropped.
+
+Inputs are any `completion.sources` layout (a folder tree, NYU .mat + splits.mat, BTS sync + split file,
+Places365); outputs per item id: `ID.npy|png` + `ID.json` (depth_io), with `K` when the dataset knows it.
+
+Relative teachers (Marigold's affine-invariant depth, DPT / Depth Anything disparity) and metric depth:
+- `align="auto"` (default): where the item has ground truth (NYU), the teacher is fitted to it by least
+  squares (scale + shift; in inverse depth for disparity teachers, in depth otherwise) and stored as metric
+  depth: this is how Marigold itself is evaluated on NYU, and it gives the warped masks (which depend on the
+  scene's true relief, not just its ordering) metric geometry.
+- without ground truth (Places365), or `align="range"`: normalised to depth in [1, relative_range] (kind
+  "relative"). The training data rescales relative maps to a median of `relative_median` metres, but the
+  warped-mask geometry (parallax between near and far) is decided by this squeeze: range 10 means the far
+  plane is 10x the near one, roughly an indoor room seen from 0.5-5 m. Documented, not learned.
+Idempotent and resumable: items whose JSON exists are skipped, unless a *different* teacher (spec or
+options) wrote them, which is refused (pass overwrite to redo); shard k of n takes every n-th item.
 """
 
 from __future__ import annotations
@@ -23,7 +35,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from completion.depth_io import is_done, list_images, read_rgb, write_depth
+from completion.depth_io import is_done, read_json, write_depth
+from completion.sources import Item, SourceSpec, list_items
 from engine.errors import ModelUnavailableError, StitchError
 
 
@@ -51,6 +64,18 @@ def affine_depth_to_relative_depth(depth: np.ndarray, depth_range: float) -> np.
     return (1.0 + d * (depth_range - 1.0)).astype(np.float32)
 
 
+def load_image_processor(model_id: str, revision: str | None = None):
+    """transformers' image processor on its PIL backend: transformers 5 otherwise picks the torchvision one
+    (ZoeDepth, DPT, ...), and torchvision is not a dependency (PyPI's wheels do not match our pinned CPU
+    torch)."""
+    from transformers import AutoImageProcessor
+
+    try:
+        return AutoImageProcessor.from_pretrained(model_id, revision=revision, backend="pil")
+    except TypeError:  # transformers 4.x: no backend argument; its slow processors are PIL/numpy already
+        return AutoImageProcessor.from_pretrained(model_id, revision=revision, use_fast=False)
+
+
 def _device(device: str | None) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -71,12 +96,12 @@ class TransformersTeacher:
         max_side: int = 1024,
         revision: str | None = None,
     ) -> None:
-        from transformers import AutoImageProcessor, AutoModelForDepthEstimation
+        from transformers import AutoModelForDepthEstimation
 
         self.model_id = model_id
         self.device = _device(device)
         try:
-            self.processor = AutoImageProcessor.from_pretrained(model_id, revision=revision)
+            self.processor = load_image_processor(model_id, revision=revision)
             self.model = AutoModelForDepthEstimation.from_pretrained(model_id, revision=revision)
         except OSError as exc:
             raise ModelUnavailableError(
@@ -201,10 +226,31 @@ def _resize(a: np.ndarray, h: int, w: int) -> np.ndarray:
     return cv2.resize(a, (w, h), interpolation=cv2.INTER_AREA if a.shape[0] > h else cv2.INTER_LINEAR)
 
 
+class GroundTruthTeacher:
+    """The dataset's own metric depth (NYU); run_teacher feeds it the item, not just the image."""
+
+    kind = "metric"
+
+    def describe(self) -> dict:
+        return {
+            "teacher": "gt",
+            "teacher_class": "ground truth",
+            "teacher_output": "metric",
+            "kind": "metric",
+        }
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        raise StitchError("the gt teacher needs the dataset item (run_teacher passes it)")
+
+
 def load_teacher(spec: str, device: str | None = None, **kw) -> Teacher:
-    """'marigold:ID' -> MarigoldTeacher, anything else -> TransformersTeacher."""
+    """'gt' -> GroundTruthTeacher, 'marigold:ID' -> MarigoldTeacher, anything else -> TransformersTeacher."""
+    if spec == "gt":
+        return GroundTruthTeacher()
     if spec.startswith("marigold:"):
         return MarigoldTeacher(spec.split(":", 1)[1], device=device, **kw)
+    kw.pop("steps", None)
+    kw.pop("ensemble", None)
     return TransformersTeacher(spec, device=device, **kw)
 
 
@@ -221,9 +267,26 @@ class TeacherJob:
     device: str | None = None
     overwrite: bool = False
     relative_range: float = 10.0
+    source: SourceSpec | None = None  # None: a folder tree at images_dir
+    steps: int | None = None  # Marigold denoising steps (None: the pipeline's default)
+    ensemble: int = 1  # Marigold ensemble size
+    align: str = "auto"  # auto (fit relative teachers to ground truth where there is some) | range
 
     def __call__(self) -> dict:
         return run_teacher(self)
+
+    def checkpoint(self, *args, **kwargs):
+        """submitit: on timeout / preemption requeue the same shard; finished items are skipped."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self)
+
+    def signature(self) -> dict:
+        """What decides the output: another signature on an existing file means another teacher wrote it."""
+        opts: dict = {"relative_range": self.relative_range, "align": self.align}
+        if self.teacher.startswith("marigold:"):
+            opts |= {"steps": self.steps, "ensemble": self.ensemble}
+        return {"spec": self.teacher, "options": opts}
 
 
 def shard_items(items: list, shard: int, num_shards: int) -> list:
@@ -232,26 +295,105 @@ def shard_items(items: list, shard: int, num_shards: int) -> list:
     return items[shard::num_shards]
 
 
+def fit_to_ground_truth(rel: np.ndarray, gt: np.ndarray, disparity: bool) -> tuple[np.ndarray, dict] | None:
+    """Least-squares scale + shift of a relative map onto metric ground truth (in inverse depth when the
+    teacher predicts disparity) -> (metric depth [H, W], fit info), or None when the fit is degenerate."""
+    valid = (gt > 0) & (rel > 0) & np.isfinite(gt)
+    if valid.sum() < 16:
+        return None
+    x = (1.0 / rel if disparity else rel)[valid].astype(np.float64)
+    y = (1.0 / gt if disparity else gt)[valid].astype(np.float64)
+    A = np.stack([x, np.ones_like(x)], 1)
+    (scale, shift), *_ = np.linalg.lstsq(A, y, rcond=None)
+    if not np.isfinite(scale) or scale <= 0:
+        return None
+    z = scale * (1.0 / rel if disparity else rel) + shift
+    if disparity:
+        z = np.where(z > 1e-6, 1.0 / np.maximum(z, 1e-6), 0.0)
+    z = np.where(z > 0, z, 0.0).astype(np.float32)
+    ok = valid & (z > 0)
+    absrel = float(np.mean(np.abs(z[ok] - gt[ok]) / gt[ok])) if ok.any() else float("nan")
+    return z, {
+        "aligned": "gt-lstsq-disparity" if disparity else "gt-lstsq",
+        "scale": float(scale),
+        "shift": float(shift),
+        "absrel_vs_gt": absrel,
+    }
+
+
+def _job_items(job: TeacherJob) -> list[Item]:
+    return list_items(job.source or SourceSpec(job.images_dir))
+
+
+def _check_same_teacher(out: Path, done: list[Item], job: TeacherJob) -> None:
+    sig = job.signature()
+    other: dict[str, int] = {}
+    for it in done:
+        meta = read_json(out / f"{it.id}.json")
+        theirs = {"spec": meta.get("spec"), "options": meta.get("options")}
+        if theirs["spec"] is None:  # written before signatures were recorded: compare the model id
+            theirs = {"spec": meta.get("teacher"), "options": None}
+            same = meta.get("teacher") in (job.teacher, job.teacher.split(":", 1)[-1])
+        else:
+            same = theirs == sig
+        if not same:
+            key = f"{theirs['spec']} {theirs['options'] or ''}".strip()
+            other[key] = other.get(key, 0) + 1
+    if other:
+        key, n = next(iter(other.items()))
+        raise StitchError(
+            f"{n} finished file(s) in {out} were written by another teacher ({key}), not {job.teacher} "
+            f"{sig['options']}; pass --overwrite to redo them or choose another output folder"
+        )
+
+
 def run_teacher(job: TeacherJob, teacher: Teacher | None = None) -> dict:
-    """Predict and store depth for this shard's images that are not done yet; returns counts."""
-    images = shard_items(list_images(job.images_dir), job.shard, job.num_shards)
+    """Predict and store depth for this shard's items that are not done yet; returns counts."""
+    if job.align not in ("auto", "range"):
+        raise StitchError(f"align must be auto or range, got {job.align!r}")
+    items = shard_items(_job_items(job), job.shard, job.num_shards)
     out = Path(job.out_dir)
-    todo = [p for p in images if job.overwrite or not is_done(out, p.stem)]
-    stats = {"shard": job.shard, "total": len(images), "skipped": len(images) - len(todo), "written": 0}
+    done = [] if job.overwrite else [it for it in items if is_done(out, it.id)]
+    if done:
+        _check_same_teacher(out, done, job)
+    done_ids = {it.id for it in done}
+    todo = [it for it in items if it.id not in done_ids]
+    stats = {"shard": job.shard, "total": len(items), "skipped": len(done), "written": 0}
     if not todo:
         return stats
     if teacher is None:
-        teacher = load_teacher(job.teacher, device=job.device, relative_range=job.relative_range)
+        kw = {"relative_range": job.relative_range}
+        if job.teacher.startswith("marigold:"):
+            kw |= {"steps": job.steps, "ensemble": job.ensemble}
+        teacher = load_teacher(job.teacher, device=job.device, **kw) if job.teacher != "gt" else None
+        teacher = teacher or GroundTruthTeacher()
     desc = teacher.describe()
-    for path in todo:
+    for item in todo:
         t0 = time.perf_counter()
-        image = read_rgb(path)
-        depth = teacher(image)
+        image = item.load_rgb()
+        meta = {**desc, **job.signature(), "source": item.path or f"{item.source.root}#{item.index + 1}"}
+        if isinstance(teacher, GroundTruthTeacher):
+            depth = item.load_gt_depth()
+            if depth is None:
+                raise StitchError(f"--teacher gt: {item.source.root} has no ground-truth depth ({item.id})")
+        else:
+            depth = teacher(image)
+            if teacher.kind == "relative" and job.align == "auto":
+                gt = item.load_gt_depth()
+                fit = (
+                    None
+                    if gt is None
+                    else fit_to_ground_truth(depth, gt, disparity=desc.get("teacher_output") == "disparity")
+                )
+                if fit is not None:
+                    depth, info = fit
+                    meta |= {**info, "kind": "metric"}
         if depth.shape != image.shape[:2]:
-            raise StitchError(
-                f"teacher returned depth {depth.shape} for image {image.shape[:2]} ({path.name})"
-            )
-        meta = {**desc, "source": path.name, "seconds": round(time.perf_counter() - t0, 4)}
-        write_depth(out, path.stem, depth, meta, fmt=job.fmt)
+            raise StitchError(f"teacher returned depth {depth.shape} for image {image.shape[:2]} ({item.id})")
+        K = item.intrinsics()
+        if K is not None:
+            meta["K"] = K
+        meta["seconds"] = round(time.perf_counter() - t0, 4)
+        write_depth(out, item.id, depth, meta, fmt=job.fmt)
         stats["written"] += 1
     return stats
