@@ -16,6 +16,7 @@ class FusionConfig:
     erode_px: int = 2  # coverage erosion (disk radius), PAPER-NOTES
     dilate_px: int = 2  # inpainting-mask dilation (disk radius), PAPER-NOTES
     noodle_threshold: float = 12.0 / 255.0  # normalised depth-gradient threshold for "noodle" removal
+    noodle_fill: str = "release"  # refill of noodle pixels: "release" (layered 8-neighbour max) | "nearest"
     points_stride: int = 1  # unproject every n-th pixel per axis (1 = one Gaussian per pixel)
     scale_factor: float = 0.5  # Gaussian sigma relative to the mean distance to 3 neighbours (1.0 blurs)
     first_opacity: float = 0.95

@@ -191,7 +191,9 @@ class StitchPipeline:
 
     def _clean_depth(self, depth: np.ndarray) -> np.ndarray:
         _check_depth(depth, depth.shape)
-        clean, _ = remove_depth_noodles(depth, threshold=self.fusion.noodle_threshold)
+        clean, _ = remove_depth_noodles(
+            depth, threshold=self.fusion.noodle_threshold, fill=self.fusion.noodle_fill
+        )
         return clean.astype(np.float32)
 
     def _budget_left(self, n_now: int) -> int | None:
