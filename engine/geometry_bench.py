@@ -34,10 +34,12 @@ import hashlib
 import importlib
 import json
 import math
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -45,7 +47,7 @@ from scipy import ndimage
 from engine.depth import DepthCompleter
 from engine.errors import StitchError
 from engine.fusion import coverage_masks
-from engine.rgbd import RGBDFrame, RGBDSequence, detect_layout, load_rgbd_sequence
+from engine.rgbd import RGBDFrame, RGBDSequence
 
 BENCH_VERSION = 1  # bump when the protocol changes: cached per-pair results of other versions are recomputed
 PAPER_MAE = {  # PAPER-NOTES (secondary notes, indicative): MAE in metres, ScanNet / Hypersim
@@ -151,11 +153,20 @@ def build_methods(
             methods[name] = spec.factory()
         except (StitchError, ImportError) as exc:
             if names:
-                raise StitchError(f"benchmark method {name} is not available: {exc}") from exc
-            log(f"skipping method {name}: {str(exc).splitlines()[0][:160]}")
+                why = _bench_hint(str(exc))
+                raise StitchError(f"benchmark method {name} is not available: {why}") from exc
+            log(f"skipping method {name}: {_bench_hint(str(exc).splitlines()[0])}")
     if not methods:
         raise StitchError("no benchmark method could be built; see the notes above")
     return methods
+
+
+def _bench_hint(message: str) -> str:
+    """Model errors end with generate's fallback (--preset offline), which bench does not have."""
+    return message.replace(
+        "without weights use --preset offline (classical backends)",
+        "or leave the method out (classical, nearest, interpolation, prior, prior+align need no weights)",
+    )
 
 
 # --- pairs ----------------------------------------------------------------------------------------
@@ -172,20 +183,29 @@ def frame_step(seq: RGBDSequence) -> int:
     return int(np.median(diffs)) if len(diffs) else 1
 
 
-def default_gap(seq: RGBDSequence) -> int:
+def default_gap(seq: RGBDSequence, frames: int = 10) -> int:
     """The paper's ScanNet spacing (10 recorded frames) in this folder's index units, capped at half the
     sequence so that a small folder still yields several pairs."""
-    gap = max(1, round(10 / frame_step(seq)))
+    gap = max(1, round(frames / frame_step(seq)))
     return max(1, min(gap, len(seq) // 2, len(seq) - 1))
 
 
+def explain_default_gap(seq: RGBDSequence, frames: int = 10) -> str:
+    """One line saying how the default gap of `seq` was chosen (printed before scoring)."""
+    step, gap = frame_step(seq), default_gap(seq, frames)
+    why = f"{frames} recorded frames (the paper's ScanNet spacing) / {step} recorded frame(s) per file"
+    if gap < max(1, round(frames / step)):
+        why += f", capped at half of the {len(seq)} frames"
+    return f"gap {gap} = {why}; --gap N to change"
+
+
 def select_pairs(
-    n_frames: int, gap: int, max_pairs: int | None = None, seed: int = 0
+    n_frames: int, gap: int, max_pairs: int | None = None, seed: int = 0, stride: int = 1
 ) -> list[tuple[int, int]]:
-    """All (i, i + gap); if more than max_pairs, a seeded random subset, returned in order."""
+    """(i, i + gap) for i = 0, stride, 2 stride, ...; beyond max_pairs a seeded random subset, in order."""
     if gap < 1:
         raise StitchError(f"gap must be >= 1, got {gap}")
-    pairs = [(i, i + gap) for i in range(n_frames - gap)]
+    pairs = [(i, i + gap) for i in range(0, n_frames - gap, max(1, stride))]
     if not pairs:
         raise StitchError(f"gap {gap} leaves no pairs in {n_frames} frames; use a smaller --gap")
     if max_pairs is not None and max_pairs < len(pairs):
@@ -299,7 +319,9 @@ def depth_metrics(
 
 @dataclass
 class BenchConfig:
-    gap: int | None = None  # None: default_gap(sequence)
+    gap: int | None = None  # None: default_gap(sequence, gap_frames)
+    gap_frames: int = 10  # the default gap in recorded frames (scannet protocol: 10)
+    stride_frames: int = 0  # first frames of pairs every this many recorded frames (scannet: 50; 0: all)
     sweep_gaps: bool = True  # also score gap/2 and 2*gap on a few pairs (the MAE-vs-gap figure)
     sweep_pairs: int = 6
     min_coverage: float = 0.0  # skip pairs whose render covers less of frame j (Hypersim protocol: 0.8)
@@ -311,6 +333,7 @@ class BenchConfig:
     opacity: float = 0.95
     renderer: str = "auto"
     figure: bool = True
+    protocol: str = "default"  # engine.bench_sequences.PROTOCOLS
 
     def protocol_key(self) -> str:
         """What a cached per-pair result depends on (method settings are added per method)."""
@@ -321,8 +344,10 @@ class BenchConfig:
 
 @dataclass
 class BenchRow:
-    dataset: str
-    gap: int
+    level: str  # "sequence" (one gap of one sequence), "dataset" or "overall" (main-gap pairs pooled)
+    dataset: str  # ScanNet, Hypersim, 7-Scenes, ICL-NUIM/Redwood, generic; "all" for the overall row
+    sequence: str  # path under the benchmark root; "all" for dataset and overall rows
+    gap: int  # frame gap j - i in index units; 0 on pooled rows (each sequence's own gap)
     method: str
     n_pairs: int
     mae: float
@@ -330,8 +355,17 @@ class BenchRow:
     absrel: float
     delta1: float
     seam_mae: float
-    uncovered: float  # mean fraction of scored pixels per pair
+    scored_fraction: float  # mean fraction of frame j's pixels scored (uncovered and with ground truth)
     seconds: float  # mean method time per pair
+
+
+COLUMN_NOTES = (
+    "Columns: *pairs* scored (i, j) pairs; *MAE/RMSE* metres, *AbsRel* |pred - gt| / gt, *d<1.25* share of "
+    "pixels within 25 % of the truth, *seam MAE* MAE within 10 px of the covered region, all on the scored "
+    "pixels of frame j (not covered by frame i's render, with ground truth); *scored* the mean share of "
+    "frame j's pixels that were scored; *s/pair* the method's mean seconds per pair. Dataset and overall "
+    "rows pool the pairs of each sequence's own gap (each pair counts once)."
+)
 
 
 @dataclass
@@ -342,37 +376,24 @@ class BenchTable:
     notes: list[str] = field(default_factory=list)
 
     def markdown(self) -> str:
-        head = "| dataset | gap | method | pairs | MAE (m) | RMSE | AbsRel | d<1.25 | seam MAE | scored | s |"
-        lines = [head, "|" + "---|" * 11]
+        head = (
+            "| level | dataset | sequence | gap | method | pairs | MAE (m) | RMSE | AbsRel | d<1.25 "
+            "| seam MAE | scored | s/pair |"
+        )
+        lines = [head, "|" + "---|" * 13]
         for r in self.rows:
             lines.append(
-                f"| {r.dataset} | {r.gap} | {r.method} | {r.n_pairs} | {r.mae:.4f} | {r.rmse:.4f} | "
-                f"{r.absrel:.4f} | {r.delta1:.3f} | {r.seam_mae:.4f} | {100 * r.uncovered:.1f}% | "
-                f"{r.seconds:.2f} |"
+                f"| {r.level} | {r.dataset} | {r.sequence} | {r.gap or 'own'} | {r.method} | {r.n_pairs} | "
+                f"{r.mae:.4f} | {r.rmse:.4f} | {r.absrel:.4f} | {r.delta1:.3f} | {r.seam_mae:.4f} | "
+                f"{100 * r.scored_fraction:.1f}% | {r.seconds:.2f} |"
             )
         return "\n".join(lines)
 
 
-def _discover_sequences(data_dir: Path) -> list[RGBDSequence]:
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise StitchError(f"benchmark data folder {data_dir} does not exist")
-    try:
-        detect_layout(data_dir)
-        return [load_rgbd_sequence(data_dir)]
-    except StitchError as exc:
-        if "not a known RGB-D layout" not in str(exc):
-            raise
-    seqs = []
-    for sub in sorted(p for p in data_dir.iterdir() if p.is_dir()):
-        try:
-            detect_layout(sub)
-        except StitchError:
-            continue
-        seqs.append(load_rgbd_sequence(sub))
-    if not seqs:
-        raise StitchError(f"{data_dir} holds no RGB-D sequence with poses (see engine/rgbd.py for layouts)")
-    return seqs
+def _discover_sequences(data_dir: Path, log: Callable[[str], None] = print) -> list:
+    from engine.bench_sequences import discover_sequences
+
+    return discover_sequences(Path(data_dir), log)
 
 
 def _method_key(method: DepthCompleter) -> str:
@@ -412,6 +433,99 @@ def _cached_partial(
     return part
 
 
+@dataclass
+class _Plan:
+    """The pairs of one sequence: [(gap, pairs)], the main gap first."""
+
+    item: Any  # engine.bench_sequences.BenchSequence
+    config: BenchConfig
+    main_gap: int
+    gaps: list[tuple[int, list[tuple[int, int]]]]
+
+
+def plan_sequences(items: list, config: BenchConfig, log: Callable[[str], None] = print) -> list[_Plan]:
+    """Pairs per sequence under each one's protocol. An explicit gap too large for a sequence is an error."""
+    from engine.bench_sequences import protocol_config
+
+    too_short = [f"{it.seq.name} ({len(it.seq)} frames)" for it in items
+                 if config.gap is not None and config.gap >= len(it.seq)]  # fmt: skip
+    if too_short:
+        raise StitchError(
+            f"--gap {config.gap} leaves no pairs in {', '.join(too_short[:5])}"
+            f"{' ...' if len(too_short) > 5 else ''}; use --gap <= {min(len(it.seq) for it in items) - 1}"
+        )
+    plans = []
+    for it in items:
+        seq = it.seq
+        cfg = protocol_config(config, it.protocol)
+        step = frame_step(seq)
+        main_gap = cfg.gap if cfg.gap is not None else default_gap(seq, cfg.gap_frames)
+        stride = max(1, round(cfg.stride_frames / step)) if cfg.stride_frames else 1
+        gaps = [(main_gap, select_pairs(len(seq), main_gap, cfg.max_pairs, cfg.seed, stride))]
+        if cfg.sweep_gaps:
+            for g in sorted({max(1, main_gap // 2), min(2 * main_gap, len(seq) - 1)} - {main_gap}):
+                limit = min(cfg.sweep_pairs, cfg.max_pairs or cfg.sweep_pairs)
+                gaps.append((g, select_pairs(len(seq), g, limit, cfg.seed, stride)))
+        how = f"gap {main_gap} (--gap)" if cfg.gap is not None else explain_default_gap(seq, cfg.gap_frames)
+        if stride > 1:
+            how += f"; first frames every {stride} files ({cfg.stride_frames} recorded frames)"
+        log(f"{seq.name} ({it.dataset}, protocol {it.protocol}): {how}")
+        plans.append(_Plan(it, cfg, main_gap, gaps))
+    return plans
+
+
+def score_sequences(
+    items: list,
+    completers: dict[str, DepthCompleter],
+    config: BenchConfig,
+    out: Path,
+    log: Callable[[str], None] = print,
+    plans: list[_Plan] | None = None,
+) -> tuple[list[dict], list[dict]]:
+    """Score every planned pair of `items` (BenchSequences) -> (per-pair results, figure cases).
+
+    Progress: one line per pair with the count over all sequences and an ETA from the pairs computed so far
+    (cached pairs cost nothing and do not count)."""
+    plans = plans if plans is not None else plan_sequences(items, config, log)
+    keys = {name: _method_key(m) for name, m in completers.items()}
+    total = sum(len(pairs) for p in plans for _, pairs in p.gaps)
+    log(f"{total} pairs to score over {len(plans)} sequence(s) with {', '.join(completers)}"
+        f"{'' if config.max_pairs else ' (--max-pairs N caps the pairs per sequence)'}")  # fmt: skip
+    results: list[dict] = []
+    figure_cases: list[dict] = []
+    done, computed, spent, t_start = 0, 0, 0.0, time.perf_counter()
+    for plan in plans:
+        seq = plan.item.seq
+        for g, pairs in plan.gaps:
+            for i, j in pairs:
+                t0 = time.perf_counter()
+                pair_results, was_cached = _run_pair(
+                    plan.item, i, j, g, completers, keys, plan.config, out, figure_cases, plan.main_gap
+                )
+                dt = time.perf_counter() - t0
+                done += 1
+                if not was_cached:
+                    computed += 1
+                    spent += dt
+                results.extend(pair_results)
+                eta = _clock(spent / computed * (total - done)) if computed else "--:--"
+                if pair_results:
+                    what = " ".join(f"{r['method']}={r['mae']:.3f}" for r in pair_results)
+                else:
+                    what = f"skipped (coverage < {plan.config.min_coverage:.0%} or too few scorable pixels)"
+                log(f"  [{done}/{total}] {seq.name} gap {g} {seq.frames[i].name} -> {seq.frames[j].name}: "
+                    f"{what} ({'cached' if was_cached else f'{dt:.1f}s'}, ETA {eta})")  # fmt: skip
+                if done == min(3, total) and computed and total > done:
+                    log(f"  estimated time for all {total} pairs: {_clock(spent / computed * total)} "
+                        f"(elapsed {_clock(time.perf_counter() - t_start)})")  # fmt: skip
+    return results, figure_cases
+
+
+def _clock(seconds: float) -> str:
+    s = round(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
 def run_geometry_benchmark(
     data_dir: str | Path,
     out_dir: str | Path,
@@ -421,52 +535,59 @@ def run_geometry_benchmark(
     seed: int = 0,
     config: BenchConfig | None = None,
     log: Callable[[str], None] = print,
+    cluster: Any = None,
 ) -> BenchTable:
-    """Run the benchmark on one RGB-D folder (or every sequence folder inside `data_dir`) -> BenchTable.
+    """Run the benchmark on one RGB-D folder or every sequence under `data_dir` -> BenchTable.
 
     methods: names from the registry (None = all available) or ready DepthCompleters by name.
     gap / max_pairs / seed override `config`. Results are cached per pair and method in out_dir; a rerun
-    only computes what is missing."""
+    only computes what is missing. cluster: engine.cluster.ClusterOptions to shard the sequences over
+    submitit jobs (local or SLURM; methods must then be names). Nothing is written when the inputs are wrong
+    (bad gap, no sequence, unknown method); a run that fails before scoring leaves no empty folder."""
+    from engine.bench_sequences import SequenceShard, apply_protocol
+
     config = config or BenchConfig()
     overrides = {k: v for k, v in {"gap": gap, "max_pairs": max_pairs}.items() if v is not None}
     config = BenchConfig(**{**asdict(config), **overrides, "seed": seed})
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    sharded = cluster is not None and cluster.executor != "inline"
+    if sharded and isinstance(methods, dict):
+        raise StitchError("sharded benchmark runs take method names (they are built in each job)")
     completers = methods if isinstance(methods, dict) else build_methods(methods, log)
-    keys = {name: _method_key(m) for name, m in completers.items()}
-    sequences = _discover_sequences(Path(data_dir))
+    items = _discover_sequences(Path(data_dir), log)
+    apply_protocol(items, config.protocol, log)
+    plans = plan_sequences(items, config, log)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        if sharded:
+            from engine.cluster import run_shards, split_shards
 
-    results: list[dict] = []
-    figure_cases: list[dict] = []
-    for seq in sequences:
-        main_gap = config.gap if config.gap is not None else default_gap(seq)
-        gap_plan = [(main_gap, config.max_pairs)]
-        if config.sweep_gaps:
-            for g in sorted({max(1, main_gap // 2), min(2 * main_gap, len(seq) - 1)} - {main_gap}):
-                gap_plan.append((g, min(config.sweep_pairs, config.max_pairs or config.sweep_pairs)))
-        for g, limit in gap_plan:
-            if g >= len(seq):
-                continue
-            pairs = select_pairs(len(seq), g, limit, config.seed)
-            log(f"{seq.name} ({seq.layout}): gap {g}, {len(pairs)} pairs, methods {', '.join(completers)}")
-            for k, (i, j) in enumerate(pairs):
-                t0 = time.perf_counter()
-                pair_results = _run_pair(seq, i, j, g, completers, keys, config, out, figure_cases, main_gap)
-                results.extend(pair_results)
-                if pair_results:
-                    maes = " ".join(f"{r['method']}={r['mae']:.3f}" for r in pair_results)
-                    log(f"  [{k + 1}/{len(pairs)}] {seq.frames[i].name} -> {seq.frames[j].name}: {maes} "
-                        f"({time.perf_counter() - t0:.1f}s)")  # fmt: skip
-                else:
-                    log(f"  [{k + 1}/{len(pairs)}] {seq.frames[i].name} -> {seq.frames[j].name}: skipped "
-                        f"(coverage < {config.min_coverage:.0%} or too few scorable pixels)")  # fmt: skip
-
-    if not results:
-        raise StitchError(
-            "no pair could be scored (every pair skipped: coverage below --min-coverage or nothing uncovered "
-            "with ground truth); lower --min-coverage or use a larger --gap"
-        )
-    table = BenchTable(_summarise(results), results, out)
+            names = list(completers)
+            shards = [SequenceShard(part, names, config, out) for part in split_shards(items, cluster.shards)]
+            outcomes = run_shards(shards, cluster, out / "submitit", log=log)
+            failed = [o for o in outcomes if isinstance(o, BaseException)]
+            if failed:
+                raise StitchError(
+                    f"{len(failed)} of {len(shards)} benchmark shards failed "
+                    f"({str(failed[0]).strip().splitlines()[0][:200]}); logs in {out / 'submitit'}; "
+                    "run the same command again to resume"
+                )
+            results = [r for o in outcomes for r in o["results"]]
+            figure_cases = [c for o in outcomes for c in o["figure_cases"]][:2]
+        else:
+            results, figure_cases = score_sequences(items, completers, config, out, log, plans)
+        if not results:
+            raise StitchError(
+                "no pair could be scored (every pair skipped: coverage below --min-coverage or nothing "
+                "uncovered with ground truth); lower --min-coverage or use a larger --gap"
+            )
+    except BaseException:
+        if created and out.is_dir() and not _has_files(out):
+            shutil.rmtree(out, ignore_errors=True)  # nothing worth keeping: no empty folder behind
+        raise
+    main_gaps = {p.item.seq.name: p.main_gap for p in plans}
+    table = BenchTable(_summarise(results, main_gaps), results, out)
     _write_outputs(table, out)
     if config.figure and results:
         try:
@@ -479,7 +600,15 @@ def run_geometry_benchmark(
     return table
 
 
-def _run_pair(seq, i, j, g, completers, keys, config, out, figure_cases, main_gap) -> list[dict]:
+def _has_files(folder: Path) -> bool:
+    return any(p.is_file() for p in folder.rglob("*"))
+
+
+def _run_pair(
+    item, i, j, g, completers, keys, config, out, figure_cases, main_gap
+) -> tuple[list[dict], bool]:
+    """-> (results of the pair, whether every result came from the cache)."""
+    seq = item.seq
     pair_dir = out / "pairs" / seq.name / f"gap{g}"
     ni, nj = seq.frames[i].name, seq.frames[j].name
     todo, done = {}, []
@@ -488,20 +617,25 @@ def _run_pair(seq, i, j, g, completers, keys, config, out, figure_cases, main_ga
         cached = _load_json(path) if path.is_file() else None
         if cached and cached.get("key") == f"{config.protocol_key()}-{keys[name]}":
             if cached.get("skipped"):
-                return []
-            done.append(cached["result"])
+                return [], True
+            result = dict(cached["result"])
+            if "uncovered" in result:  # written before the column was renamed: same number
+                result["scored_fraction"] = result.pop("uncovered")
+            done.append({**result, "dataset": item.dataset, "sequence": seq.name})
         else:
             todo[name] = path
-    want_figure = g == main_gap and len({c["pair"] for c in figure_cases if c["dataset"] == seq.name}) < 2
+    # The figure shows two pairs of the first sequences (at most 4 rows in all).
+    this_seq = len({c["pair"] for c in figure_cases if c["sequence"] == seq.name})
+    want_figure = g == main_gap and this_seq < 2 and len(figure_cases) < 4
     if not todo and not want_figure:
-        return done
+        return _ordered(done, completers), True
     src, dst = seq.load(i), seq.load(j)
     part = _cached_partial(out / "renders" / seq.name, seq, i, j, src, dst, config)
     scored = (~part.covered) & dst.valid
     if int(scored.sum()) < MIN_EVAL_PIXELS or part.covered.mean() < config.min_coverage:
         for name, path in todo.items():
             _write_json(path, {"key": f"{config.protocol_key()}-{keys[name]}", "skipped": True})
-        return []
+        return [], False
     preds = {}
     for name, path in todo.items():
         method = completers[name]
@@ -515,12 +649,14 @@ def _run_pair(seq, i, j, g, completers, keys, config, out, figure_cases, main_ga
         preds[name] = pred
         m = depth_metrics(pred, dst.depth, part.covered, config.band_px)
         result = {
-            "dataset": seq.name,
+            "dataset": item.dataset,
+            "sequence": seq.name,
             "gap": g,
             "frame_i": ni,
             "frame_j": nj,
             "method": name,
-            "uncovered": float(scored.sum() / scored.size),
+            "scored_fraction": float(scored.sum() / scored.size),
+            "coverage": float(part.covered.mean()),
             "seconds": seconds,
             "renderer": part.renderer,
             **m,
@@ -532,11 +668,15 @@ def _run_pair(seq, i, j, g, completers, keys, config, out, figure_cases, main_ga
             if name not in preds:
                 preds[name] = np.asarray(method(dst.image, part.known_depth, part.covered), dtype=np.float32)
         figure_cases.append(
-            {"dataset": seq.name, "pair": f"{ni}->{nj}", "image": dst.image, "gt": dst.depth,
-             "known": part.known_depth, "covered": part.covered, "preds": preds}
+            {"dataset": item.dataset, "sequence": seq.name, "pair": f"{ni}->{nj}", "image": dst.image,
+             "gt": dst.depth, "known": part.known_depth, "covered": part.covered, "preds": preds}
         )  # fmt: skip
+    return _ordered(done, completers), not todo
+
+
+def _ordered(results: list[dict], completers) -> list[dict]:
     order = list(completers)
-    return sorted(done, key=lambda r: order.index(r["method"]))
+    return sorted(results, key=lambda r: order.index(r["method"]))
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -546,27 +686,43 @@ def _write_json(path: Path, data: dict) -> None:
     tmp.replace(path)
 
 
-def _summarise(results: list[dict]) -> list[BenchRow]:
+def _mean_row(level, dataset, sequence, gap, method, rs) -> BenchRow:
+    def mean(k):
+        vals = [r[k] for r in rs if r.get(k) is not None and not math.isnan(r[k])]
+        return float(np.mean(vals)) if vals else math.nan
+
+    return BenchRow(level, dataset, sequence, gap, method, len(rs), mean("mae"), mean("rmse"), mean("absrel"),
+                    mean("delta1"), mean("seam_mae"), mean("scored_fraction"), mean("seconds"))  # fmt: skip
+
+
+def _summarise(results: list[dict], main_gaps: dict[str, int] | None = None) -> list[BenchRow]:
+    """Rows per (sequence, gap, method); then, over each sequence's main gap, per dataset and overall."""
     groups: dict[tuple, list[dict]] = {}
     for r in results:
-        groups.setdefault((r["dataset"], r["gap"], r["method"]), []).append(r)
-    rows = []
-    for (ds, g, method), rs in groups.items():
-
-        def mean(k, rs=rs):
-            vals = [r[k] for r in rs if r.get(k) is not None and not math.isnan(r[k])]
-            return float(np.mean(vals)) if vals else math.nan
-
-        rows.append(
-            BenchRow(ds, g, method, len(rs), mean("mae"), mean("rmse"), mean("absrel"), mean("delta1"),
-                     mean("seam_mae"), mean("uncovered"), mean("seconds"))
-        )  # fmt: skip
+        key = (r["dataset"], r.get("sequence", r["dataset"]), r["gap"], r["method"])
+        groups.setdefault(key, []).append(r)
+    rows = [_mean_row("sequence", ds, sq, g, m, rs) for (ds, sq, g, m), rs in groups.items()]
+    main = [r for r in results if main_gaps is None or main_gaps.get(r.get("sequence")) == r["gap"]]
+    methods = list(dict.fromkeys(r["method"] for r in main))
+    datasets = list(dict.fromkeys(r["dataset"] for r in main))
+    n_seqs = len({r.get("sequence") for r in main})
+    if n_seqs > 1:
+        for ds in datasets:
+            for m in methods:
+                rs = [r for r in main if r["dataset"] == ds and r["method"] == m]
+                gaps = {r["gap"] for r in rs}
+                if rs and len({r.get("sequence") for r in rs}) > 1:
+                    rows.append(_mean_row("dataset", ds, "all", gaps.pop() if len(gaps) == 1 else 0, m, rs))
+        for m in methods:
+            rs = [r for r in main if r["method"] == m]
+            gaps = {r["gap"] for r in rs}
+            rows.append(_mean_row("overall", "all", "all", gaps.pop() if len(gaps) == 1 else 0, m, rs))
     return rows
 
 
 def _write_outputs(table: BenchTable, out: Path) -> None:
     if table.pair_results:
-        cols = list(table.pair_results[0].keys())
+        cols = list(dict.fromkeys(k for r in table.pair_results for k in r))
         with (out / "results.csv").open("w", newline="", encoding="utf-8") as fh:
             w = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
             w.writeheader()
@@ -577,7 +733,8 @@ def _write_outputs(table: BenchTable, out: Path) -> None:
         w.writeheader()
         w.writerows(asdict(r) for r in table.rows)
     (out / "summary.json").write_text(
-        json.dumps({"version": BENCH_VERSION, "rows": [asdict(r) for r in table.rows], "paper": PAPER_MAE}),
+        json.dumps({"version": BENCH_VERSION, "rows": [asdict(r) for r in table.rows], "paper": PAPER_MAE,
+                    "columns": COLUMN_NOTES}),
         encoding="utf-8",
     )  # fmt: skip
     paper = "\n".join(f"| {k} | {v[0]} | {v[1]} |" for k, v in PAPER_MAE.items())
@@ -585,6 +742,8 @@ def _write_outputs(table: BenchTable, out: Path) -> None:
         "# Scene geometry benchmark\n\n"
         "MAE in metres on pixels the render of frame i did not cover in frame j, with valid ground truth.\n\n"
         + table.markdown()
+        + "\n\n"
+        + COLUMN_NOTES
         + "\n\nPaper figures (different data: ScanNet / Hypersim, learned models; indicative):\n\n"
         "| method | ScanNet MAE | Hypersim MAE |\n|---|---|---|\n" + paper + "\n",
         encoding="utf-8",

@@ -19,9 +19,11 @@ def save_figure(table: BenchTable, cases: list[dict], path: Path) -> Path:
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     methods = list(cases[0]["preds"]) if cases else sorted({r.method for r in table.rows})
-    datasets = sorted({r.dataset for r in table.rows})
+    seq_rows = [r for r in table.rows if getattr(r, "level", "sequence") == "sequence"]
+    datasets = list(dict.fromkeys(getattr(r, "sequence", r.dataset) for r in seq_rows))[:4]  # panels: sequences
     n_cols = 3 + len(methods)
     n_rows = len(cases) + 1
     fig = plt.figure(figsize=(2.2 * n_cols, 1.9 * n_rows + 1.2), dpi=110)
@@ -61,11 +63,16 @@ def save_figure(table: BenchTable, cases: list[dict], path: Path) -> Path:
         span = max(1, n_cols // max(1, len(datasets)))
         ax = fig.add_subplot(grid[n_rows - 1, k * span : min(n_cols, (k + 1) * span)])
         for m in methods:
-            pts = sorted((row.gap, row.mae) for row in table.rows if row.dataset == ds and row.method == m)
+            pts = sorted(
+                (row.gap, row.mae)
+                for row in seq_rows
+                if getattr(row, "sequence", row.dataset) == ds and row.method == m
+            )
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=m)
         ax.set_title(f"{ds}: MAE vs gap", fontsize=8)
         ax.set_xlabel("frame gap (index)", fontsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # gaps are whole frames
         ax.set_ylabel("MAE (m)", fontsize=7)
         ax.tick_params(labelsize=7)
         ax.set_yscale("log")

@@ -232,9 +232,10 @@ def load_7scenes(root: Path, register_color: bool = True) -> RGBDSequence:
     return RGBDSequence(root.name, "7scenes", root, frames)
 
 
-def load_trajectory_log(root: Path) -> RGBDSequence:
+def load_trajectory_log(root: Path, log_path: Path | None = None) -> RGBDSequence:
+    """log_path: the trajectory file when it is not root/trajectory.log (e.g. one level down)."""
     root = Path(root)
-    poses = read_trajectory_log(root / "trajectory.log")
+    poses = read_trajectory_log(log_path or root / "trajectory.log")
     K = _read_intrinsics_file(root, _PRIMESENSE_K)
     color_dir = next((root / d for d in ("color", "rgb", "image") if (root / d).is_dir()), None)
     depth_dir = root / "depth"
