@@ -23,7 +23,8 @@ def save_figure(table: BenchTable, cases: list[dict], path: Path) -> Path:
 
     methods = list(cases[0]["preds"]) if cases else sorted({r.method for r in table.rows})
     seq_rows = [r for r in table.rows if getattr(r, "level", "sequence") == "sequence"]
-    datasets = list(dict.fromkeys(getattr(r, "sequence", r.dataset) for r in seq_rows))[:4]  # panels: sequences
+    # One MAE-vs-gap panel per sequence (the first four).
+    datasets = list(dict.fromkeys(getattr(r, "sequence", r.dataset) for r in seq_rows))[:4]
     n_cols = 3 + len(methods)
     n_rows = len(cases) + 1
     fig = plt.figure(figsize=(2.2 * n_cols, 1.9 * n_rows + 1.2), dpi=110)
