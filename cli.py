@@ -213,25 +213,121 @@ def extend(
         typer.echo(line)
 
 
+_EXECUTOR_HELP = "inline (this process) | local (submitit subprocesses) | slurm (submitit job array)"
+
+
+def _cluster(executor, shards, partition, account, qos, gpus, time_limit, mem, cpus, retries, folder):
+    """Executor flags shared by `batch` and `bench geometry` -> engine.cluster.ClusterOptions."""
+    from engine.cluster import ClusterOptions, parse_time
+
+    return ClusterOptions(
+        executor=executor, shards=shards, folder=folder, partition=partition or None, account=account or None,
+        qos=qos or None, gpus=gpus, time_min=parse_time(time_limit), mem_gb=mem, cpus=cpus, retries=retries,
+    )  # fmt: skip
+
+
+def _dry_run(opts, n_tasks: int, folder: Path) -> None:
+    """Print the sbatch script submitit would submit (and keep a copy), submit nothing."""
+    from engine.cluster import render_sbatch
+
+    if opts.executor != "slurm":
+        raise StitchError("--dry-run shows the SLURM script; add --executor slurm --partition NAME")
+    opts.check()
+    script = render_sbatch(opts, n_tasks, folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "array.sbatch").write_text(script, encoding="utf-8")
+    typer.echo(script)
+    typer.echo(f"# {n_tasks} array task(s); written to {folder / 'array.sbatch'}; nothing submitted")
+
+
 @bench_app.command("geometry")
 def bench_geometry(
-    data_dir: Path = typer.Argument(..., help="RGB-D folder with poses (or a folder of them)."),
+    data_dir: Path = typer.Argument(..., help="RGB-D folder with poses, or a root of many (3 levels)."),
     output: Path = typer.Option(Path("bench-geometry"), "--output", "-o", help="Results folder (resumable)."),
-    gap: int | None = typer.Option(None, "--gap", help="Frame gap j - i (default: per dataset)."),
-    max_pairs: int | None = typer.Option(None, "--max-pairs", help="At most this many pairs (seeded)."),
+    gap: int | None = typer.Option(
+        None, "--gap", help="Frame gap j - i in files (default: 10 recorded frames, <= half the sequence)."
+    ),
+    max_pairs: int | None = typer.Option(None, "--max-pairs", help="At most this many pairs per sequence."),
     methods: str = typer.Option("", "--methods", help="Comma-separated names (default: all)."),
     seed: int = typer.Option(0, "--seed", help="Pair selection seed."),
     no_sweep: bool = typer.Option(False, "--no-sweep", help="Skip the extra gaps of the MAE-vs-gap figure."),
     min_coverage: float = typer.Option(0.0, "--min-coverage", help="Skip pairs covered less (Hypersim: 0.8)"),
+    protocol: str = typer.Option(
+        "default", "--protocol", help="default | scannet (j=i+10, every 50th, 50 scenes) | hypersim | auto"
+    ),
+    executor: str = typer.Option("inline", "--executor", help=_EXECUTOR_HELP),
+    shards: int = typer.Option(1, "--shards", help="Jobs to split the sequences over."),
+    partition: str = typer.Option("", "--partition", help="SLURM partition."),
+    account: str = typer.Option("", "--account", help="SLURM account."),
+    qos: str = typer.Option("", "--qos", help="SLURM quality of service."),
+    gpus: int = typer.Option(0, "--gpus", help="GPUs per job."),
+    time_limit: str = typer.Option("4:00:00", "--time", help="Time limit per job (requeued when reached)."),
+    mem: int = typer.Option(16, "--mem", help="Memory per job, GB."),
+    cpus: int = typer.Option(4, "--cpus", help="CPUs per job."),
+    retries: int = typer.Option(2, "--retries", help="Resubmit jobs that died this many times."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the sbatch script, submit nothing."),
 ) -> None:
     """Score depth completion on real RGB-D ground truth (uncovered pixels of frame j given frame i)."""
     from engine.geometry_bench import BenchConfig, run_geometry_benchmark
 
     names = [m.strip() for m in methods.split(",") if m.strip()] or None
-    config = BenchConfig(sweep_gaps=not no_sweep, min_coverage=min_coverage)
-    table = run_geometry_benchmark(data_dir, output, names, gap, max_pairs, seed, config)
+    folder = output / "submitit"
+    cluster = _cluster(
+        executor, shards, partition, account, qos, gpus, time_limit, mem, cpus, retries, folder
+    )
+    if dry_run:
+        from engine.bench_sequences import discover_sequences
+
+        n = len(discover_sequences(data_dir, log=lambda s: None))
+        return _dry_run(cluster, min(shards, n), folder)
+    config = BenchConfig(sweep_gaps=not no_sweep, min_coverage=min_coverage, protocol=protocol)
+    log = lambda s: typer.echo(s, err=True)  # noqa: E731  (progress on stderr, the table on stdout)
+    table = run_geometry_benchmark(data_dir, output, names, gap, max_pairs, seed, config, log, cluster)
     typer.echo(table.markdown())
     typer.echo(f"results in {output} (summary.md, summary.csv, results.csv, figure.png)")
+
+
+@app.command()
+def batch(
+    jobs: Path = typer.Argument(..., help="CSV/JSONL (photo, prompt, mode, seed, ...) or a photo folder."),
+    output: Path = typer.Option(Path("batch"), "--output", "-o", help="Output root (runs/, batch.csv)."),
+    prompt: str = typer.Option("", "--prompt", "-p", help="Prompt for rows without one."),
+    mode: str = typer.Option("stage", "--mode", "-m", help="Mode for rows without one."),
+    seed: int = typer.Option(0, "--seed", help="Seed for rows without one."),
+    max_side: int = typer.Option(384, "--max-side", help="Longest image side for rows without one."),
+    steps: int = typer.Option(-1, "--steps", help="Optimisation steps per view (-1: the preset's)."),
+    preset: str = typer.Option("offline", "--preset", help="offline | paper | fast"),
+    executor: str = typer.Option("local", "--executor", help=_EXECUTOR_HELP),
+    shards: int = typer.Option(1, "--shards", help="Jobs to split the rows over (SLURM: array tasks)."),
+    partition: str = typer.Option("", "--partition", help="SLURM partition."),
+    account: str = typer.Option("", "--account", help="SLURM account."),
+    qos: str = typer.Option("", "--qos", help="SLURM quality of service."),
+    gpus: int = typer.Option(0, "--gpus", help="GPUs per job."),
+    time_limit: str = typer.Option("4:00:00", "--time", help="Time limit per job (requeued when reached)."),
+    mem: int = typer.Option(16, "--mem", help="Memory per job, GB."),
+    cpus: int = typer.Option(4, "--cpus", help="CPUs per job."),
+    retries: int = typer.Option(2, "--retries", help="Resubmit jobs that died this many times."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the sbatch script, submit nothing."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Generate many scenes: a resumable run directory per row, an index (batch.csv/json), a contact sheet."""
+    from engine.batch import BatchDefaults, read_jobs, run_batch
+
+    defaults = BatchDefaults(
+        prompt=prompt, mode=mode, seed=seed, max_side=max_side, steps=steps, preset=preset
+    )
+    folder = output / "submitit"
+    cluster = _cluster(
+        executor, shards, partition, account, qos, gpus, time_limit, mem, cpus, retries, folder
+    )
+    if dry_run:
+        return _dry_run(cluster, min(shards, len(read_jobs(jobs, defaults))), folder)
+    log = lambda s: typer.echo(s, err=True)  # noqa: E731
+    report = run_batch(jobs, output, defaults, cluster, log=log, progress=not quiet)
+    if report.failed:
+        typer.echo(f"error: {len(report.failed)} of {len(report.rows)} rows did not finish (see above and "
+                   f"{report.index_csv}); run the same command again to retry them", err=True)  # fmt: skip
+        sys.exit(1)
 
 
 def _one_line(text: str, limit: int = 600) -> str:
