@@ -12,6 +12,8 @@ preempted task back in the queue too.
 
 from __future__ import annotations
 
+import shlex
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -86,10 +88,8 @@ def split_shards(items: Sequence[Any], n_shards: int) -> list[list[Any]]:
     return [list(items[k::n]) for k in range(n)]
 
 
-def _slurm_executor(opts: ClusterOptions, folder: Path):
-    import submitit
-
-    ex = submitit.SlurmExecutor(folder=str(folder), max_num_timeout=opts.max_requeues)
+def _slurm_params(opts: ClusterOptions) -> dict[str, Any]:
+    """submitit SlurmExecutor parameters (sbatch flags) for the options."""
     params: dict[str, Any] = {
         "partition": opts.partition,
         "time": opts.time_min,
@@ -106,19 +106,29 @@ def _slurm_executor(opts: ClusterOptions, folder: Path):
         params["account"] = opts.account
     if opts.qos:
         params["qos"] = opts.qos
-    ex.update_parameters(**params)
+    return params
+
+
+def _slurm_executor(opts: ClusterOptions, folder: Path):
+    import submitit
+
+    try:
+        ex = submitit.SlurmExecutor(folder=str(folder), max_num_timeout=opts.max_requeues)
+    except RuntimeError as exc:  # no srun: not on a SLURM login node
+        raise StitchError(f"--executor slurm: {exc} (--dry-run prints the script anywhere)") from None
+    ex.update_parameters(**_slurm_params(opts))
     return ex
 
 
 def render_sbatch(opts: ClusterOptions, n_tasks: int, folder: Path | None = None) -> str:
-    """The sbatch script submitit submits for an array of `n_tasks` shards (nothing is submitted)."""
+    """The sbatch script submitit submits for an array of `n_tasks` shards (nothing is submitted; works
+    without SLURM: the same submitit function renders it)."""
     _require_submitit()
-    ex = _slurm_executor(opts, Path(folder or opts.folder))
-    params = dict(ex.parameters)
-    params["map_count"] = n_tasks
     from submitit.slurm.slurm import _make_sbatch_string
 
-    return _make_sbatch_string(command=ex._submitit_command_str, folder=ex.folder, **params)
+    folder = Path(folder or opts.folder)
+    command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
+    return _make_sbatch_string(command=command, folder=folder, map_count=n_tasks, **_slurm_params(opts))
 
 
 def _require_submitit() -> None:
