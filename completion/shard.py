@@ -5,7 +5,9 @@ Each shard is a picklable callable returning a dict (completion.teacher.TeacherJ
   (`slurm_partition`, `timeout_min`, `gpus_per_node`, `cpus_per_task`, `mem_gb`, `array_parallelism`).
 - executor "local": submitit's LocalExecutor (one subprocess per shard on this machine, no SLURM needed).
 - executor "inline": call the shards one after another in this process (debugging, single shard).
-Shards skip finished items, so a preempted or failed array can simply be submitted again.
+Shards skip finished items, so a preempted or failed array can simply be submitted again; on SLURM each
+shard also requeues itself on time-out / preemption (submitit's checkpoint protocol: the jobs' `checkpoint`
+returns the same shard). Account, qos, constraint, cpus, memory and setup lines as for training.
 """
 
 from __future__ import annotations
@@ -30,10 +32,34 @@ class ShardOptions:
     mem_gb: int = 16
     array_parallelism: int = 64
     wait: bool = True  # wait for the results (False: print job ids and return)
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    setup: tuple[str, ...] = ()
+    max_num_timeout: int = 10
 
 
-def _call(job: Callable[[], dict]) -> dict:
-    return job()
+def cluster_options(opts: ShardOptions):
+    """The same SLURM options as a training job (one task per shard)."""
+    from completion.cluster import ClusterOptions
+
+    return ClusterOptions(
+        executor="slurm",
+        folder=opts.folder,
+        partition=opts.slurm_partition,
+        gpus_per_node=opts.gpus_per_node,
+        tasks_per_node=1,
+        cpus_per_task=opts.cpus_per_task,
+        mem_gb=opts.mem_gb,
+        timeout_min=opts.timeout_min,
+        account=opts.account,
+        qos=opts.qos,
+        constraint=opts.constraint,
+        setup=tuple(opts.setup),
+        job_name="stitch-data",
+        max_num_timeout=opts.max_num_timeout,
+        array_parallelism=opts.array_parallelism,
+    )
 
 
 def run_shards(jobs: Sequence[Callable[[], dict]], opts: ShardOptions) -> list[dict]:
@@ -48,20 +74,16 @@ def run_shards(jobs: Sequence[Callable[[], dict]], opts: ShardOptions) -> list[d
     if opts.executor == "slurm":
         if not opts.slurm_partition:
             raise StitchError("the slurm executor needs --slurm-partition NAME")
-        ex = submitit.AutoExecutor(folder=opts.folder, cluster="slurm")
-        ex.update_parameters(
-            slurm_partition=opts.slurm_partition,
-            timeout_min=opts.timeout_min,
-            gpus_per_node=opts.gpus_per_node,
-            cpus_per_task=opts.cpus_per_task,
-            mem_gb=opts.mem_gb,
-            slurm_array_parallelism=opts.array_parallelism,
-            tasks_per_node=1,
-        )
+        from completion.cluster import make_executor
+
+        ex = make_executor(cluster_options(opts))
     else:
         ex = submitit.AutoExecutor(folder=opts.folder, cluster="local")
         ex.update_parameters(timeout_min=opts.timeout_min, gpus_per_node=opts.gpus_per_node)
-    submitted = ex.map_array(_call, list(jobs))
+    # submit the job objects themselves (not a wrapper): their `checkpoint` makes them requeue
+    with ex.batch():
+        pending = [ex.submit(job) for job in jobs]
+    submitted = list(pending)
     if not opts.wait:
         return [{"job_id": j.job_id} for j in submitted]
     results = []

@@ -15,7 +15,20 @@ Output folder:
   model/                    the final weights (load with DepthCompletionModel.from_pretrained / --depth PATH)
   log.csv, curves.png       loss, lr, grad norm and validation MAE per step
 `--resume` reloads the latest checkpoint (weights, optimiser, scheduler, grad scaler, step) and continues
-from the same step with the same data order.
+from the same step with the same data order; log rows after that step are dropped (no duplicates). On a
+finished run it says so and returns; with a larger step budget it continues, the OneCycle schedule rebuilt
+for the new total and fast-forwarded to the checkpoint's step. Without --resume a folder that already holds a
+run is refused (its checkpoints would be mixed with the new run's).
+
+Recipes: `recipe: "stitch"` (default) is ours; `recipe: "release"` reproduces the release's trainer:
+SILog pooled over all valid pixels of the batch (ours: per sample, then averaged), known-pixel MSE as the mean
+over all pixels x mask (ours: normalised by the known count), BEiT *and* the DPT reassemble layers at lr/10
+(ours: the backbone only), targets rescaled uniformly in [min/dmin, max/dmax] and flip + gamma/brightness/
+colour augmentation without crops (data.rescale_mode / data.augment). Not reproduced: the release trains
+without the output clamp (the clamp lives in completion/model.py).
+Model initialisation (`model`): "tiny", "paper" (random ZoeD-N), a stitch save_pretrained folder, a
+transformers ZoeDepth folder, or a ZoeDepth hub id / registry key found through `model_path` (--model-path),
+STITCH_MODEL_PATH or the Hugging Face cache (engine.models.resolve; nothing is downloaded).
 """
 
 from __future__ import annotations
@@ -29,6 +42,7 @@ import pickle
 import re
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,6 +95,21 @@ class TrainConfig:
     val_renderer: str = (
         "auto"  # partial depth for validation: auto/splat (Gaussians) | points (fast z-buffer)
     )
+    recipe: str = "stitch"  # "stitch" (ours) | "release" (the release's trainer; see the module doc)
+    model_path: str = ""  # models root for `model` hub ids (--model-path; STITCH_MODEL_PATH also read)
+
+
+RECIPES = ("stitch", "release")
+
+
+def effective_config(cfg: TrainConfig) -> TrainConfig:
+    """The config the loop runs: `recipe: release` switches the data options to the release's."""
+    if cfg.recipe not in RECIPES:
+        raise StitchError(f"recipe must be one of {', '.join(RECIPES)}, got {cfg.recipe!r}")
+    if cfg.recipe == "release":
+        data = dataclasses.replace(cfg.data, augment="release", rescale_mode="uniform")
+        return dataclasses.replace(cfg, data=data)
+    return cfg
 
 
 def _to_tuple(v):
@@ -205,10 +234,28 @@ def build_model(cfg: TrainConfig) -> DepthCompletionModel:
     if cfg.model == "paper":
         torch.manual_seed(cfg.seed)
         return DepthCompletionModel(DepthCompletionModel.paper_config(net_size=size or tuple(cfg.data.size)))
-    p = Path(cfg.model)
-    if (p / "config.json").is_file() and (p / "model.safetensors").is_file():
+    p = Path(cfg.model).expanduser()
+    if not p.exists():  # a hub id / registry key: resolved locally (model path, cache), never downloaded
+        from engine.models import resolve
+
+        p = Path(resolve(cfg.model, kind="transformers-depth", model_path=cfg.model_path or None).path)
+    cfg_file = p / "config.json"
+    if not cfg_file.is_file():
+        raise StitchError(f"model {cfg.model!r}: {p} has no config.json; give a stitch or ZoeDepth folder")
+    try:
+        model_type = json.loads(cfg_file.read_text(encoding="utf-8")).get("model_type")
+    except json.JSONDecodeError as exc:
+        raise StitchError(f"{cfg_file} is not valid JSON ({exc})") from exc
+    from completion.model import MODEL_TYPE
+
+    if model_type == MODEL_TYPE:
         return DepthCompletionModel.from_pretrained(p).train()
-    return DepthCompletionModel.from_monocular(cfg.model, net_size=size or tuple(cfg.data.size))
+    if model_type == "zoedepth":
+        return DepthCompletionModel.from_monocular(str(p), net_size=size or tuple(cfg.data.size)).train()
+    raise StitchError(
+        f"model {cfg.model!r} is a {model_type!r} model; training starts from a stitch completion folder or "
+        "a transformers ZoeDepth model (e.g. Intel/zoedepth-nyu-kitti)"
+    )
 
 
 def freeze_unused(model: DepthCompletionModel, device: torch.device) -> list[str]:
@@ -228,9 +275,27 @@ def freeze_unused(model: DepthCompletionModel, device: torch.device) -> list[str
     return unused
 
 
+def slow_parameters(model: DepthCompletionModel, recipe: str) -> list[torch.nn.Parameter]:
+    """Parameters trained at lr / encoder_lr_factor: the backbone; the release adds the DPT reassemble layers
+    (its `get_lr_params` puts `core.core.pretrained` -- BEiT and act_postprocess -- in the slow group)."""
+    slow = list(model.encoder_parameters())
+    if recipe == "release":
+        reassemble = getattr(getattr(model.zoe, "neck", None), "reassemble_stage", None)
+        if reassemble is not None:
+            slow += list(reassemble.parameters())
+    return slow
+
+
+def _group_lrs(cfg: TrainConfig, opt: torch.optim.Optimizer) -> list[float]:
+    return [
+        cfg.lr / cfg.encoder_lr_factor if g.get("name") == "encoder" else cfg.lr for g in opt.param_groups
+    ]
+
+
 def build_optimizer(model: DepthCompletionModel, cfg: TrainConfig) -> torch.optim.Optimizer:
-    enc = [p for p in model.encoder_parameters() if p.requires_grad]
-    dec = [p for p in model.decoder_parameters() if p.requires_grad]
+    slow_ids = {id(p) for p in slow_parameters(model, cfg.recipe)}
+    enc = [p for p in model.parameters() if p.requires_grad and id(p) in slow_ids]
+    dec = [p for p in model.parameters() if p.requires_grad and id(p) not in slow_ids]
     groups = [
         {"params": enc, "lr": cfg.lr / cfg.encoder_lr_factor, "name": "encoder"},
         {"params": dec, "lr": cfg.lr, "name": "decoder"},
@@ -289,8 +354,8 @@ def save_checkpoint(cfg, model, opt, sched, scaler, step: int, epoch: int) -> Pa
     os.replace(tmp, final)
     (root / ".latest.tmp").write_text(json.dumps({"step": step, "dir": name}), encoding="utf-8")
     os.replace(root / ".latest.tmp", root / "latest.json")
-    ckpts = sorted(p for p in root.glob("step-*") if p.is_dir())
-    for old in ckpts[: max(0, len(ckpts) - cfg.keep_checkpoints)]:
+    ckpts = sorted(p for p in root.glob("step-*") if p.is_dir() and p != final)
+    for old in ckpts[: max(0, len(ckpts) - max(cfg.keep_checkpoints - 1, 0))]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
@@ -308,7 +373,9 @@ def latest_checkpoint(cfg: TrainConfig) -> Path | None:
     return _ckpt_root(cfg) / name
 
 
-def load_checkpoint(path: Path, model, opt, sched, scaler) -> int:
+def load_checkpoint(path: Path, model, opt, sched, scaler, rebuild=None) -> int:
+    """Restore weights, optimiser, scheduler and scaler; returns the step. `rebuild(step)`, when given and
+    the saved schedule was made for another total, replaces the scheduler with one fast-forwarded to step."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -323,7 +390,11 @@ def load_checkpoint(path: Path, model, opt, sched, scaler) -> int:
             f"checkpoint {path} cannot be resumed ({first}); start without --resume or restore it"
         ) from exc
     opt.load_state_dict(tr["optimizer"])
-    sched.load_state_dict(tr["scheduler"])
+    saved_total = tr["scheduler"].get("total_steps")
+    if rebuild is not None and saved_total is not None and saved_total != getattr(sched, "total_steps", None):
+        rebuild(int(tr["step"]))
+    else:
+        sched.load_state_dict(tr["scheduler"])
     if scaler is not None and "scaler" in tr:
         scaler.load_state_dict(tr["scaler"])
     return int(tr["step"])
@@ -339,6 +410,20 @@ def _append_log(path: Path, row: dict) -> None:
         if new:
             w.writeheader()
         w.writerow({k: row.get(k, "") for k in LOG_FIELDS})
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep the rows up to `step` (the resumed checkpoint): the steps after it are about to be redone."""
+    if not path.exists():
+        return
+    rows = [r for r in read_log(path) if (r.get("step") or "").isdigit() and int(r["step"]) <= step]
+    tmp = path.with_name(".log.csv.tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r.get(k, "") for k in LOG_FIELDS})
+    os.replace(tmp, path)
 
 
 def read_log(path: str | Path) -> list[dict]:
@@ -376,14 +461,54 @@ def _resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def fit(cfg: TrainConfig, resume: bool = False) -> dict:
-    """Train; returns {"step", "final_loss", "first_loss", "val", "out_dir"} (on every rank)."""
+def _existing_run(out: Path) -> int | None:
+    """The step of the run already in `out` (checkpoint or final model), or None for a fresh folder."""
+    latest = out / "checkpoints" / "latest.json"
+    if latest.is_file():
+        try:
+            return int(json.loads(latest.read_text(encoding="utf-8"))["step"])
+        except (ValueError, KeyError, TypeError):
+            return 0
+    return 0 if (out / "model").is_dir() or any((out / "checkpoints").glob("step-*")) else None
+
+
+def _last_logged_loss(log_csv: Path) -> float:
+    try:
+        rows = read_log(log_csv)
+    except OSError:
+        return float("nan")
+    return float(rows[-1]["loss"]) if rows else float("nan")
+
+
+def _global_mean(values: list[float], info: DistInfo, device: torch.device) -> list[float]:
+    """Mean over ranks (equal shares of the global batch): what one process on the whole batch logs."""
+    if info.world <= 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return (t / info.world).tolist()
+
+
+def fit(cfg: TrainConfig, resume: bool | str = False) -> dict:
+    """Train; returns {"step", "final_loss", "first_loss", "val", "out_dir", "status"} (on every rank).
+
+    resume: False (a fresh run; refuses a folder holding one), True (continue the latest checkpoint) or
+    "auto" (continue when there is a checkpoint, else start: what a requeued cluster job does)."""
+    cfg = effective_config(cfg)
     device = _resolve_device(cfg.device)
     info = init_distributed(device)
     if device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
     out = Path(cfg.out_dir)
+    existing = _existing_run(out)
+    if resume == "auto":
+        resume = latest_checkpoint(cfg) is not None
+    if not resume and existing is not None:
+        raise StitchError(
+            f"{out} already holds a training run (step {existing}); pass --resume to continue it "
+            "(or a larger --max-steps to extend it), or choose another out_dir"
+        )
     if info.main:
         out.mkdir(parents=True, exist_ok=True)
 
@@ -403,13 +528,41 @@ def fit(cfg: TrainConfig, resume: bool = False) -> dict:
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
 
     step = 0
+    extended = False
     if resume:
         ck = latest_checkpoint(cfg)
         if ck is None:
             raise StitchError(f"--resume: no checkpoint in {_ckpt_root(cfg)}; start without --resume")
-        step = load_checkpoint(ck, model, opt, sched, scaler)
-    elif info.main and (out / "log.csv").exists():
-        (out / "log.csv").unlink()  # a fresh run starts a fresh log
+
+        def rebuild(at: int) -> None:
+            nonlocal sched, extended
+            if at >= total:
+                return  # finished for this budget too: nothing to schedule
+            for g in opt.param_groups:  # let OneCycle recompute its bounds for the new total
+                for k in ("initial_lr", "max_lr", "min_lr"):
+                    g.pop(k, None)
+            for g, lr in zip(opt.param_groups, _group_lrs(cfg, opt), strict=True):
+                g["lr"] = lr
+            sched = build_scheduler(opt, cfg, total)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "step() before optimizer.step()": an intended fast-forward
+                for _ in range(at):
+                    sched.step()
+            extended = True
+
+        step = load_checkpoint(ck, model, opt, sched, scaler, rebuild=rebuild)
+        if step >= total:
+            if info.world > 1:
+                dist.barrier()
+            loss = _last_logged_loss(out / "log.csv")
+            msg = (
+                f"{out} already finished at step {step} (budget {total}); raise --max-steps to train further"
+            )
+            return {"step": step, "first_loss": loss, "final_loss": loss, "val": {}, "out_dir": str(out),
+                    "status": "already finished", "message": msg}  # fmt: skip
+        if info.main:
+            _truncate_log(out / "log.csv", step)
+    resumed_from = step
 
     net = model
     if info.world > 1:
@@ -426,6 +579,7 @@ def fit(cfg: TrainConfig, resume: bool = False) -> dict:
             cfg.val_rgbd, cfg.val_max_pairs, cfg.val_gap, renderer=cfg.val_renderer, seed=cfg.seed
         )
 
+    pooled = cfg.recipe == "release"
     first_loss = last_loss = float("nan")
     val_scores: dict = {}
     t0 = time.perf_counter()
@@ -439,8 +593,9 @@ def fit(cfg: TrainConfig, resume: bool = False) -> dict:
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 pred = net(batch["rgb"], batch["sparse"], batch["known"])
             loss, parts = completion_loss(
-                pred.float(), batch, w_silog=cfg.w_silog, w_known=cfg.w_known, lam=cfg.silog_lambda
-            )
+                pred.float(), batch, w_silog=cfg.w_silog, w_known=cfg.w_known, lam=cfg.silog_lambda,
+                pooled=pooled,
+            )  # fmt: skip
             opt.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -457,15 +612,17 @@ def fit(cfg: TrainConfig, resume: bool = False) -> dict:
             step += 1
             if step < total:  # OneCycle is defined for exactly `total` steps
                 sched.step()
-            last_loss = float(loss.detach())
+            # the global batch's loss (all ranks), as one process on the whole batch would log it
+            parts_now = [float(loss.detach()), parts["silog"], parts["known_mse"]]
+            last_loss, si, mse = _global_mean(parts_now, info, device)
             if math.isnan(first_loss):
                 first_loss = last_loss
             row = {
                 "step": step,
                 "epoch": epoch,
                 "loss": f"{last_loss:.6g}",
-                "silog": f"{parts['silog']:.6g}",
-                "known_mse": f"{parts['known_mse']:.6g}",
+                "silog": f"{si:.6g}",
+                "known_mse": f"{mse:.6g}",
                 "lr": f"{lr_used:.6g}",
                 "grad_norm": f"{float(gn):.6g}",
                 "seconds": f"{time.perf_counter() - t0:.3f}",
@@ -473,7 +630,7 @@ def fit(cfg: TrainConfig, resume: bool = False) -> dict:
             if val_samples and (step % cfg.val_every == 0 or step == total):
                 from completion.evaluate import validate
 
-                val_scores = validate(model, val_samples, size=tuple(cfg.data.size))
+                val_scores = validate(model, val_samples)
                 row["val_mae"] = f"{val_scores['mae']:.6g}"
             if info.main and (step % cfg.log_every == 0 or "val_mae" in row or step == total):
                 _append_log(out / "log.csv", row)
@@ -493,6 +650,8 @@ def fit(cfg: TrainConfig, resume: bool = False) -> dict:
         "final_loss": last_loss,
         "val": val_scores,
         "out_dir": str(out),
+        "status": "extended" if extended else ("resumed" if resumed_from else "trained"),
+        "resumed_from": resumed_from,
     }
 
 
