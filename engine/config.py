@@ -9,6 +9,8 @@ from pathlib import Path
 from engine.cameras import MODES
 from engine.errors import StitchError
 
+RELEASE_OPACITY = 0.7310585786300049  # sigmoid(1): the release sets the opacity logits to 1 and freezes them
+
 
 @dataclass(frozen=True)
 class FusionConfig:
@@ -17,8 +19,10 @@ class FusionConfig:
     dilate_px: int = 2  # inpainting-mask dilation (disk radius), PAPER-NOTES
     noodle_threshold: float = 12.0 / 255.0  # normalised depth-gradient threshold for "noodle" removal
     noodle_fill: str = "release"  # refill of noodle pixels: "release" (layered 8-neighbour max) | "nearest"
+    noodle_fill: str = "release"  # refill of noodle pixels: "release" (layered 8-neighbour max) | "nearest"
     points_stride: int = 1  # unproject every n-th pixel per axis (1 = one Gaussian per pixel)
     scale_factor: float = 0.5  # Gaussian sigma relative to the mean distance to 3 neighbours (1.0 blurs)
+    scale_rule: str = "mean"  # neighbour distance for sizes: "mean" | "rms" (the release's INRIA seeding)
     first_opacity: float = 0.95
     max_gaussians: int = 0  # budget for the whole scene (0 = none); views past it are seeded more sparsely
 
@@ -26,7 +30,9 @@ class FusionConfig:
 @dataclass(frozen=True)
 class OptimConfig:
     steps_per_view: int = 20  # optimisation steps after each added view (views sampled from all so far)
-    final_steps: int = 0  # extra steps over all views at the end
+    final_steps: int = 0  # one optimisation over all views after the last view (the release: 990)
+    trust: str = "new"  # pixels a view teaches: "new" (those it added) | "all" (full images, the release)
+    pose_refine: bool = False  # per-view pose correction during the final optimisation (the release: on)
     resolution_scale: float = 1.0  # optimise at this fraction of the view size (CPU speed)
     ssim_weight: float = 0.2  # loss = (1 - w) * L1 + w * (1 - SSIM), PAPER-NOTES
     lr_means: float = 1.6e-4  # times the scene extent
@@ -90,6 +96,26 @@ PRESETS: dict[str, GenerateConfig] = {
         preset="paper",
         optim=OptimConfig(steps_per_view=100),
     ),
+    # The release's own generation, for side-by-side comparison with `paper` (README: the table of
+    # differences): native size (cropped to multiples of 8; longest side up to 720), SD2 + the asymmetric
+    # VAE, sizes = RMS distance to 3 neighbours x 1, opacity fixed at sigmoid(1), positions frozen, no
+    # per-view optimisation, one of 990 iterations over all views on full images with pose refinement.
+    "release": GenerateConfig(
+        outpainter="sd2-avae",
+        depth_backend="invisible-stitch",
+        max_side=720,
+        preset="release",
+        fusion=FusionConfig(scale_factor=1.0, scale_rule="rms", first_opacity=RELEASE_OPACITY),
+        optim=OptimConfig(
+            steps_per_view=0,
+            final_steps=990,
+            trust="all",
+            pose_refine=True,
+            only_new_and_visible=False,
+            lr_means=0.0,  # the release's 1.6e-12: frozen
+            lr_opacities=0.0,  # fixed at sigmoid(1), never optimised
+        ),
+    ),
     # A quick look: fewer optimisation steps, smaller images.
     "fast": GenerateConfig(max_side=256, preset="fast", optim=OptimConfig(steps_per_view=10)),
 }
@@ -132,7 +158,10 @@ def generate_config_from_cli(
     fusion = (
         base.fusion if not max_gaussians else dataclasses.replace(base.fusion, max_gaussians=max_gaussians)
     )
-    optim = base.optim if steps == -1 else dataclasses.replace(base.optim, steps_per_view=steps)
+    # --steps sets the per-view optimisation; a preset without one (release) has it set its final one.
+    only_final = base.optim.steps_per_view == 0 and base.optim.final_steps > 0
+    step_field = "final_steps" if only_final else "steps_per_view"
+    optim = base.optim if steps == -1 else dataclasses.replace(base.optim, **{step_field: steps})
     return dataclasses.replace(
         base,
         photo=photo,

@@ -147,6 +147,13 @@ class StitchPipeline:
                 gaussians=gaussians.tensors(),
                 message=t.summary(),
             )
+        if self.optim.final_steps > 0 and views:
+            # One optimisation over all views after the last one (the release's only optimisation).
+            t0 = time.perf_counter()
+            last = len(cameras) - 1
+            self._optimize(gaussians, views, 0, seed * 1000 + len(cameras), emit, last, final=True)
+            if timings:
+                timings[-1]["final_optimize"] = round(time.perf_counter() - t0, 4)
         emit("run_finished", len(cameras) - 1, gaussians=gaussians.tensors())
         return PipelineOutput(gaussians, views, timings, resumed_from=start)
 
@@ -224,29 +231,38 @@ class StitchPipeline:
             sh_degree=self.sh_degree,
             opacity=self.fusion.first_opacity,
             scale_factor=self.fusion.scale_factor,
+            scale_rule=self.fusion.scale_rule,
             device=self.device,
         )
 
     def _optimize(
-        self, gaussians: Gaussians, views: list[ViewRecord], n_new: int, seed: int, emit, k: int
+        self,
+        gaussians: Gaussians,
+        views: list[ViewRecord],
+        n_new: int,
+        seed: int,
+        emit,
+        k: int,
+        final: bool = False,
     ) -> None:
         cfg = self.optim
-        steps = cfg.steps_per_view
+        steps = cfg.final_steps if final else cfg.steps_per_view
         if steps <= 0:
             return
         # Each view teaches only the pixels it added: the rest of a later view is a render of the earlier
-        # (blurrier) scene, and fitting it again would pull the scene towards its own blur.
+        # (blurrier) scene, and fitting it again would pull the scene towards its own blur. trust="all" (the
+        # release) trains on full images.
         train_views = [
             TrainView(
                 v.camera,
                 torch.from_numpy(v.image).to(self.device),
-                torch.from_numpy(v.new_mask).to(self.device),
+                None if cfg.trust == "all" else torch.from_numpy(v.new_mask).to(self.device),
             )
             for v in views
         ]
         trainable = None
         weights = None
-        if cfg.only_new_and_visible and len(views) > 1:
+        if not final and cfg.only_new_and_visible and len(views) > 1:
             # Flat cost per view: only Gaussians the new view sees (and the new ones) change, and half the
             # steps look at the new view, the rest at the earlier views.
             n = len(gaussians)
@@ -273,6 +289,7 @@ class StitchPipeline:
                 seed=seed,
                 background=self._background(),
                 on_step=on_step,
+                pose_refine=final and cfg.pose_refine,
             )
 
     def _background(self) -> torch.Tensor:

@@ -49,8 +49,10 @@ def sh0_to_rgb(sh0: Tensor) -> Tensor:
     return sh0 * SH_C0 + 0.5
 
 
-def knn_mean_distance(points: np.ndarray, k: int = 3) -> np.ndarray:
-    """Mean distance of each point [N, 3] to its k nearest other points -> [N]."""
+def knn_mean_distance(points: np.ndarray, k: int = 3, rms: bool = False) -> np.ndarray:
+    """Mean distance of each point [N, 3] to its k nearest other points -> [N].
+
+    rms: the root of the mean squared distance instead (the release's INRIA seeding: sqrt(distCUDA2))."""
     n = len(points)
     if n == 0:
         return np.zeros(0, dtype=np.float64)
@@ -58,6 +60,8 @@ def knn_mean_distance(points: np.ndarray, k: int = 3) -> np.ndarray:
         return np.full(1, 0.01)
     k_eff = min(k, n - 1)
     dist, _ = cKDTree(points).query(points, k=k_eff + 1)
+    if rms:
+        return np.sqrt((dist[:, 1:] ** 2).mean(axis=1))
     return dist[:, 1:].mean(axis=1)
 
 
@@ -117,14 +121,18 @@ class Gaussians(torch.nn.Module):
         scale_factor: float = 1.0,
         min_scale: float = 1e-4,
         device: torch.device | str = "cpu",
+        scale_rule: str = "mean",
     ) -> Gaussians:
-        """One isotropic Gaussian per point, sized by the mean distance to its 3 nearest neighbours."""
+        """One isotropic Gaussian per point, sized by the mean ("mean") or RMS ("rms", the release) distance
+        to its 3 nearest neighbours, times scale_factor."""
+        if scale_rule not in ("mean", "rms"):
+            raise ValueError(f"scale_rule must be 'mean' or 'rms', got {scale_rule!r}")
         pts = np.asarray(points.detach().cpu() if isinstance(points, Tensor) else points, dtype=np.float64)
         cols = np.asarray(colors.detach().cpu() if isinstance(colors, Tensor) else colors, dtype=np.float64)
         if pts.ndim != 2 or pts.shape[1] != 3 or cols.shape != pts.shape:
             raise ValueError(f"points {pts.shape} and colors {cols.shape} must both be [N, 3]")
         n = len(pts)
-        scale = np.maximum(knn_mean_distance(pts) * scale_factor, min_scale)
+        scale = np.maximum(knn_mean_distance(pts, rms=scale_rule == "rms") * scale_factor, min_scale)
         log_scale = torch.from_numpy(np.log(scale)).float()[:, None].repeat(1, 3)
         quats = torch.zeros(n, 4)
         quats[:, 0] = 1.0
