@@ -1,7 +1,8 @@
 """Backends from command-line specs: `--outpainter` / `--depth` strings -> Outpainter / DepthCompleter.
 
 Outpainter specs:
-    classical               OpenCV-based offline default (engine.outpaint.ClassicalOutpainter)
+    classical               offline default, exemplar synthesis (engine.outpaint.ClassicalOutpainter)
+    mirror                  the earlier offline method: reflection across the seam + smooth fill
     sd2                     Stable Diffusion 2 inpainting (registry sd2-inpainting), known pixels pasted back
     sd2-avae                the same with the asymmetric VAE of the release (sharper known region)
     KEY | ORG/NAME[@REV] | DIR   any diffusers inpainting pipeline: registry key, hub id, local folder
@@ -62,8 +63,8 @@ def plan_outpainter(
     spec: str, *, model_path=None, cache_dir=None, allow_download: bool = False
 ) -> BackendPlan:
     spec = (spec or "classical").strip()
-    if spec == "classical":
-        return BackendPlan("outpainter", "classical", spec)
+    if spec in ("classical", "mirror"):  # mirror: the earlier offline method, kept for comparison
+        return BackendPlan("outpainter", spec, spec)
     expanded = OUTPAINTER_ALIASES.get(spec, spec)
     main, _, vae = expanded.partition("+")
     kw = {"model_path": model_path, "cache_dir": cache_dir, "allow_download": allow_download}
@@ -148,6 +149,10 @@ def load_outpainter(plan: BackendPlan, *, device=None, dtype=None, config=None, 
         from engine.outpaint import ClassicalOutpainter
 
         return ClassicalOutpainter()
+    if plan.backend == "mirror":
+        from engine.outpaint import MirrorOutpainter
+
+        return MirrorOutpainter()
     from engine.outpaint_diffusion import DiffusionOutpaintConfig, DiffusionOutpainter
 
     cfg = _config_from(DiffusionOutpaintConfig, config, options, "outpainter")

@@ -47,8 +47,11 @@ def push_pull_fill(image: np.ndarray, known: np.ndarray) -> np.ndarray:
     Coarse levels see the known colours from far away, so large holes get a smooth low-frequency guess."""
     img = image.astype(np.float32)
     w = known.astype(np.float32)
+    if not w.any():
+        return np.zeros_like(img)
     levels = []
-    while min(w.shape) > 2:
+    # Down to 1x1: the coarsest level must hold no unknown pixel, or its zeros get pulled back up as black.
+    while max(w.shape) > 1:
         levels.append((img, w))
         img_sum = cv2.resize(
             img * w[..., None],
@@ -67,13 +70,50 @@ def push_pull_fill(image: np.ndarray, known: np.ndarray) -> np.ndarray:
 
 
 class ClassicalOutpainter:
-    """Offline default: reflect the known image across the seam, fading into a push-pull smooth fill.
+    """Offline default: exemplar synthesis - the hole is rebuilt from patches of the known image, coarse
+    to fine (PatchMatch completion, engine/outpaint_exemplar.py), started from a push-pull smooth fill and
+    blended into the seam. The texture continues the scene instead of mirroring it (`MirrorOutpainter`, kept
+    to compare: benchmarks/bench_outpaint.py). It ignores the prompt: a classical method cannot hallucinate content."""
+
+    name = "classical"
+
+    def __init__(self, patch: int = 7, seam_reach: float = 0.05) -> None:
+        self.patch = patch
+        self.seam_reach = seam_reach  # fraction of the image width over which the seam colour step fades
+
+    def describe(self) -> dict:
+        return {
+            "backend": "classical",
+            "method": "exemplar (PatchMatch) synthesis + push-pull start + seam blend",
+            "model_id": None,
+            "patch": self.patch,
+        }
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray, prompt: str, seed: int) -> np.ndarray:
+        from engine.outpaint_exemplar import exemplar_fill, seam_blend
+
+        if not mask.any():
+            return image.astype(np.float32)
+        known = ~mask
+        if not known.any():
+            # Nothing to continue from: a neutral grey the optimiser and later views can overwrite.
+            return np.full_like(image, 0.5, dtype=np.float32)
+        image = image.astype(np.float32)
+        smooth = push_pull_fill(image, known)
+        filled = exemplar_fill(image, mask, smooth, patch=self.patch, seed=seed)
+        filled = seam_blend(filled, image, mask, self.seam_reach * mask.shape[1])
+        return paste_known(np.clip(filled, 0.0, 1.0), image, mask)
+
+
+class MirrorOutpainter:
+    """The earlier offline method, kept for comparison (`--outpainter mirror`): reflect the known image across
+    the seam, fading into a push-pull smooth fill.
 
     Reflection carries real texture (edges, grain) a short way into the hole, so seams stay sharp; far from
     the known region the fill becomes the smooth low-frequency continuation. OpenCV Telea inpainting mends
     the thin band along the seam. It ignores the prompt: a classical method cannot hallucinate content."""
 
-    name = "classical"
+    name = "mirror"
 
     def __init__(self, texture_falloff: float = 0.25, telea_radius: int = 3) -> None:
         self.texture_falloff = texture_falloff  # fraction of the image width over which texture fades out
@@ -81,7 +121,7 @@ class ClassicalOutpainter:
 
     def describe(self) -> dict:
         return {
-            "backend": "classical",
+            "backend": "mirror",
             "method": "reflection + push-pull + OpenCV Telea",
             "model_id": None,
             "texture_falloff": self.texture_falloff,
