@@ -195,7 +195,7 @@ def run_generate(
     if resume is None:
         # Never over the photo (d/input.png) or files no stitch run wrote; forget an older run's checkpoint.
         exports = [output.with_suffix(s) for s, on in ((".splat", export_splat), (".spz", export_spz)) if on]
-        rd.claim([config.photo, config.depth_file, config.path], [output, *exports])
+        rd.claim([config.photo, config.depth_file, config.path], [output, *exports], image=image)
         rd.run_id = uuid.uuid4().hex
     rd.create()
     if resume is not None:

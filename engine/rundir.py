@@ -265,7 +265,9 @@ class RunDirectory:
         return views_done, tensors, state
 
     # --- starting a run -----------------------------------------------------------------------------
-    def claim(self, inputs: Sequence[Path | None], outputs: Sequence[Path]) -> None:
+    def claim(
+        self, inputs: Sequence[Path | None], outputs: Sequence[Path], image: np.ndarray | None = None
+    ) -> None:
         """Before a new run writes here: refuse to overwrite an input (the photo named input.png in this
         folder) or a file no stitch run wrote (a user's manifest.json, preview.png, views/...), then forget a
         previous run's checkpoint so nothing can resume it under the new manifest."""
@@ -292,6 +294,8 @@ class RunDirectory:
                 previous_run = False
         if not previous_run:
             foreign = [n for n in RUN_FILES if (self.root / n).exists()]
+            if "input.png" in foreign and image is not None and _same_pixels(self.root / "input.png", image):
+                foreign.remove("input.png")  # this very command, stopped before its manifest (disk full)
             foreign += [
                 f"{d}/" for d in RUN_FOLDERS if (self.root / d).is_dir() and any((self.root / d).iterdir())
             ]
@@ -365,6 +369,18 @@ def check_scene_tensors(tensors: dict[str, torch.Tensor]) -> None:
     for key in PARAM_KEYS:
         if not torch.isfinite(tensors[key]).all():
             raise ValueError(f"tensor {key!r} holds NaN or Inf")
+
+
+def _same_pixels(path: Path, image: np.ndarray) -> bool:
+    from engine.images import to_uint8
+
+    try:
+        with Image.open(path) as img:
+            if img.size != (image.shape[1], image.shape[0]):  # header only: never decode a big foreign file
+                return False
+            return np.array_equal(np.asarray(img.convert("RGB")), to_uint8(image))
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return False
 
 
 def _is_stitch_manifest(data: object) -> bool:

@@ -285,14 +285,14 @@ def _check_header(path: PathLike, magic: int, version: int, degree: int, bits: i
 
 
 def _check_claim(path: PathLike, n: int, expected: int, file_size: int) -> None:
-    # The ratio alone let a truthful 185 KB file inflate to 3.2 GB: an absolute cap on points too.
-    check_point_count(path, n)
     if expected > file_size * MAX_INFLATE_RATIO:
         raise fail(
             path,
             f"header claims {n} points ({expected} bytes) but a {file_size}-byte file cannot hold that much "
             "(file truncated or header wrong)",
         )
+    # The ratio alone let a truthful 185 KB file inflate to 3.2 GB: an absolute cap on points too.
+    check_point_count(path, n)
 
 
 def _read_gzip(path: PathLike, raw: bytes) -> tuple[dict, bytes | None]:
