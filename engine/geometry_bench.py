@@ -515,7 +515,7 @@ def score_sequences(
                     what = f"skipped (coverage < {plan.config.min_coverage:.0%} or too few scorable pixels)"
                 log(f"  [{done}/{total}] {seq.name} gap {g} {seq.frames[i].name} -> {seq.frames[j].name}: "
                     f"{what} ({'cached' if was_cached else f'{dt:.1f}s'}, ETA {eta})")  # fmt: skip
-                if done == min(3, total) and computed and total > done:
+                if computed == 1 and not was_cached and total > done:  # an estimate up front
                     log(f"  estimated time for all {total} pairs: {_clock(spent / computed * total)} "
                         f"(elapsed {_clock(time.perf_counter() - t_start)})")  # fmt: skip
     return results, figure_cases
@@ -626,7 +626,7 @@ def _run_pair(
             todo[name] = path
     # The figure shows two pairs of the first sequences (at most 4 rows in all).
     this_seq = len({c["pair"] for c in figure_cases if c["sequence"] == seq.name})
-    want_figure = g == main_gap and this_seq < 2 and len(figure_cases) < 4
+    want_figure = config.figure and g == main_gap and this_seq < 2 and len(figure_cases) < 4
     if not todo and not want_figure:
         return _ordered(done, completers), True
     src, dst = seq.load(i), seq.load(j)
