@@ -196,3 +196,39 @@ def test_the_gaussian_budget_applies_to_added_views(kyoto, tmp_path):
 def test_undo_of_the_planned_views_is_refused(run):
     with pytest.raises(StitchError, match="no added views"):
         undo_last(run)
+
+
+@pytest.mark.slow  # loading diffusers/transformers models: about 2 minutes on a busy 2-core machine
+def test_learned_backends_extend_through_the_same_path(tmp_path, monkeypatch):
+    """Tiny random diffusion inpainter + completion network (saved and loaded as users' models are)."""
+    from PIL import Image
+    from tiny_learned_models import make_tiny_completion, make_tiny_inpaint_pipeline
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
+    photo = tmp_path / "photo.png"
+    yy, xx = np.mgrid[0:48, 0:64]
+    Image.fromarray((np.stack([xx / 64, yy / 48, 0.5 + 0 * xx], -1) * 255).astype(np.uint8)).save(photo)
+    config = GenerateConfig(
+        photo=photo,
+        prompt="a room",
+        mode="single",
+        max_side=64,
+        outpainter=str(make_tiny_inpaint_pipeline(tmp_path / "sd")),
+        outpaint_steps=2,
+        depth_backend=f"network:{make_tiny_completion(tmp_path / 'net')}",
+        optim=OptimConfig(1),
+    )
+    root = tmp_path / "run"
+    run_generate(config, run_dir=root, quiet=True)
+    result = extend_run(root, cameras_from_options(read_run(root), yaw=30.0), prompt="a wall")
+    assert result.added == [1] and result.n_after > result.n_before
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["backends"]["outpainter"]["backend"] == "diffusion"
+    assert manifest["backends"]["depth"]["backend"] == "network"
+    assert manifest["extensions"][0]["prompt"] == "a wall"
+    assert [c["prompt"] for c in json.loads((root / "camera_path.json").read_text())["cameras"]] == [
+        "a room",
+        "a wall",
+    ]
+    assert (root / "views" / "inpaint_001.png").is_file()
