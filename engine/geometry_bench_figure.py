@@ -50,7 +50,7 @@ def save_figure(table: BenchTable, cases: list[dict], path: Path) -> Path:
             ax.set_yticks([])
             if kind is None:
                 ax.imshow(np.clip(data, 0, 1))
-                ax.set_ylabel(f"{case['dataset']}\n{case['pair']}", fontsize=7)
+                ax.set_ylabel(f"{case.get('sequence', case['dataset'])}\n{case['pair']}", fontsize=7)
             elif kind == "depth":
                 ax.imshow(data, cmap="turbo_r", vmin=0.0, vmax=vmax)
             else:
