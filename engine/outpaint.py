@@ -73,7 +73,8 @@ class ClassicalOutpainter:
     """Offline default: exemplar synthesis - the hole is rebuilt from patches of the known image, coarse
     to fine (PatchMatch completion, engine/outpaint_exemplar.py), started from a push-pull smooth fill and
     blended into the seam. The texture continues the scene instead of mirroring it (`MirrorOutpainter`, kept
-    to compare: benchmarks/bench_outpaint.py). It ignores the prompt: a classical method cannot hallucinate content."""
+    to compare: benchmarks/bench_outpaint.py). It ignores the prompt: a classical method cannot hallucinate
+    content."""
 
     name = "classical"
 
@@ -101,7 +102,8 @@ class ClassicalOutpainter:
         image = image.astype(np.float32)
         smooth = push_pull_fill(image, known)
         filled = exemplar_fill(image, mask, smooth, patch=self.patch, seed=seed)
-        filled = seam_blend(filled, image, mask, self.seam_reach * mask.shape[1])
+        for _ in range(3):  # later passes remove what the first left of the step (local means overlap)
+            filled = seam_blend(filled, image, mask, self.seam_reach * mask.shape[1])
         return paste_known(np.clip(filled, 0.0, 1.0), image, mask)
 
 

@@ -1,15 +1,17 @@
-"""Exemplar-based hole filling: coarse-to-fine PatchMatch completion (Wexler et al. 2007, Barnes et al.
+"""Exemplar-based hole filling: coarse-to-fine PatchMatch completion (Wexler et al. 2007; Barnes et al.
 2009).
 
 Every hole pixel is rebuilt from patches copied out of the known image: at each pyramid level a
 nearest-neighbour field (NNF) maps each patch that touches the hole to its most similar fully known patch
 (PatchMatch: propagation plus random search), and each hole pixel becomes the weighted vote of the patches
-that cover it. The coarse levels settle the layout (a horizon, a floor, a wall edge continue across the seam); the fine levels copy real
-grain. Unlike mirroring across the seam, the copied texture does not fold back on itself, and unlike a smooth
-fill it keeps the photo's detail, so a chain of views (360 mode) stays textured and equally bright.
+that cover it. The coarse levels settle the layout (a horizon, a floor, a wall edge continue across the
+seam); the fine levels copy real grain. A row penalty guides the search: a turning camera keeps the floor,
+horizon and ceiling in their rows. Unlike mirroring across the seam, the copied texture does not fold back
+on itself, and unlike a smooth fill it keeps the photo's detail, so a chain of views (360 mode) stays
+textured and equally bright.
 
-Kernels are numba-compiled (numba is already a dependency of the CPU rasterizer); one 384x256 view with half
-its pixels missing takes well under a second on one core (benchmarks/bench_outpaint.py).
+Kernels are numba-compiled (numba is already a dependency of the CPU rasterizer); timing against the
+mirror method: benchmarks/bench_outpaint.py.
 """
 
 from __future__ import annotations
@@ -140,6 +142,61 @@ def _vote(img, hole, index, nnf, cost, half, out):  # pragma: no cover - numba
                     out[y, x, ch] = acc[ch] / wsum
 
 
+@numba.njit(cache=True, nogil=True)
+def _onion_fill(img, hole, valid, half, row_weight):  # pragma: no cover - numba
+    """Coarsest-level start: fill the hole layer by layer from its border; each pixel copies the centre of the
+    known patch that best matches its already filled neighbours (brute force: the level is tiny)."""
+    h, w, c = img.shape
+    filled = ~hole
+    vy, vx = np.nonzero(valid)
+    ns = vy.shape[0]
+    remaining = hole.sum()
+    while remaining > 0:
+        front_y = []
+        front_x = []
+        for y in range(h):
+            for x in range(w):
+                if filled[y, x]:
+                    continue
+                touch = False
+                for dy in range(-1, 2):
+                    for dx in range(-1, 2):
+                        yy, xx = y + dy, x + dx
+                        if 0 <= yy < h and 0 <= xx < w and filled[yy, xx]:
+                            touch = True
+                if touch:
+                    front_y.append(y)
+                    front_x.append(x)
+        if len(front_y) == 0:
+            break
+        for i in range(len(front_y)):
+            ty, tx = front_y[i], front_x[i]
+            best, best_s = 1e30, 0
+            for s in range(ns):
+                sy, sx = vy[s], vx[s]
+                total, count = 0.0, 0
+                for dy in range(-half, half + 1):
+                    y = ty + dy
+                    if y < 0 or y >= h:
+                        continue
+                    for dx in range(-half, half + 1):
+                        x = tx + dx
+                        if x < 0 or x >= w or not filled[y, x]:
+                            continue
+                        for ch in range(c):
+                            d = img[y, x, ch] - img[sy + dy, sx + dx, ch]
+                            total += d * d
+                        count += 1
+                cost = total * (2 * half + 1) ** 2 / max(count, 1) + row_weight * (sy - ty) * (sy - ty)
+                if cost < best:
+                    best, best_s = cost, s
+            for ch in range(c):
+                img[ty, tx, ch] = img[vy[best_s], vx[best_s], ch]
+        for i in range(len(front_y)):
+            filled[front_y[i], front_x[i]] = True
+        remaining -= len(front_y)
+
+
 def _valid_sources(known: np.ndarray, half: int) -> np.ndarray:  # [H, W] bool
     """Centres whose whole patch lies inside the image and on known pixels."""
     size = 2 * half + 1
@@ -185,7 +242,7 @@ def exemplar_fill(
     initial: np.ndarray,  # [H, W, 3] float32 first guess for the hole at the coarsest level (a smooth fill)
     *,
     patch: int = 7,
-    min_side: int = 24,
+    min_side: int = 12,
     iters_coarse: int = 6,
     iters_fine: int = 2,
     row_weight: float = 3.0,
@@ -211,8 +268,11 @@ def exemplar_fill(
         if not valid.any():
             return initial.astype(np.float32)
         work = img_l.copy()
+        # row_weight is in units of a full-patch colour mismatch of 0.1 per channel for a shift of 10 % of H.
+        rw = row_weight * 0.01 * 3 * patch * patch / (0.1 * h) ** 2
         if current is None:
             work[hole_l] = init_levels[li][hole_l]
+            _onion_fill(work, hole_l, valid, half, rw)
         else:
             up = cv2.resize(current, (w, h), interpolation=cv2.INTER_LINEAR).reshape(work.shape)
             work[hole_l] = up[hole_l]
@@ -232,8 +292,6 @@ def exemplar_fill(
             nnf[rows] = cand[ok]
         cost = np.zeros(len(ys), np.float64)
         iters = iters_coarse if li == len(levels) - 1 else (iters_fine if li == 0 else 3)
-        # row_weight is in units of a full-patch colour mismatch of 0.1 per channel for a shift of 10 % of H.
-        rw = row_weight * 0.01 * 3 * patch * patch / (0.1 * h) ** 2
         for _ in range(iters):
             _patchmatch(work, ys, xs, index, valid, nnf, cost, half, 2, int(rng.integers(1 << 30)), rw)
             _vote(work, hole_l, index, nnf, cost, half, work)
@@ -243,17 +301,23 @@ def exemplar_fill(
 
 
 def seam_blend(filled: np.ndarray, image: np.ndarray, hole: np.ndarray, reach_px: float) -> np.ndarray:
-    """Remove the colour step at the hole border: spread the known-minus-filled difference of the border ring
-    into the hole (a push-pull membrane, a cheap Poisson-blend stand-in), fading out over `reach_px`."""
+    """Remove the colour step at the hole border: at each hole pixel next to the border, the mean of the known
+    pixels around it minus the mean of the filled ones is the step; spread it into the hole (a push-pull
+    membrane, a cheap Poisson-blend stand-in) and fade it out over `reach_px`."""
     from engine.outpaint import push_pull_fill
 
-    ring = ndimage.binary_dilation(hole, iterations=2) & ~hole
-    if not ring.any():
+    inner = hole & ndimage.binary_dilation(~hole, iterations=2)
+    if not inner.any() or hole.all():
         return filled
-    # Known colour at the ring vs what the synthesis would have put there: the blurred filled image.
-    smooth_filled = cv2.GaussianBlur(filled, (0, 0), 2.0)
-    residual = np.where(ring[..., None], image - smooth_filled, 0.0).astype(np.float32)
-    spread = push_pull_fill(residual, ring)
+
+    def local_mean(values: np.ndarray, where: np.ndarray) -> np.ndarray:
+        w = cv2.boxFilter(where.astype(np.float32), -1, (7, 7), normalize=False)
+        v = cv2.boxFilter((values * where[..., None]).astype(np.float32), -1, (7, 7), normalize=False)
+        return v / np.maximum(w, 1e-6)[..., None]
+
+    step = local_mean(image, ~hole) - local_mean(filled, hole)
+    residual = np.where(inner[..., None], step, 0.0).astype(np.float32)
+    spread = push_pull_fill(residual, inner)
     dist = ndimage.distance_transform_edt(hole)
     fade = np.exp(-dist / max(reach_px, 1.0))[..., None]
     return np.where(hole[..., None], filled + fade * spread, image).astype(np.float32)
