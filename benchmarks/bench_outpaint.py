@@ -4,8 +4,8 @@
 For each photo and each side (left / right 45 % of the frame missing: what a 25 degree turn uncovers) it
 prints the outcome harness's repetition (mirrored or tiled copy of the known pixels; lower is better), seam
 (colour step across the boundary in units of a natural photo column; lower is better) and detail (fine
-texture vs the photo's; 1 = as sharp as the photo), then the mean of each and the time per view at 384x256 of both methods
-(the ratio is the speed figure). Writes a side-by-side image with --image.
+texture vs the photo's; 1 = as sharp as the photo), then the mean of each and the time per view at 384x256
+of both methods (the ratio is the speed figure). Writes a side-by-side image with --image.
 
     python benchmarks/bench_outpaint.py --width 192 --image docs/outpaint_side_by_side.png
 """
