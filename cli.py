@@ -30,7 +30,9 @@ app.add_typer(models_app, name="models")
 @app.command()
 def generate(
     ctx: typer.Context,
-    photo: Path | None = typer.Argument(None, help="Input photo (JPEG/PNG/WebP). Not needed with --resume."),
+    photo: Path | None = typer.Argument(
+        None, help="Input photo (JPEG/PNG/WebP). Without one, --prompt paints the first view (--t2i)."
+    ),
     prompt: str = typer.Option("", "--prompt", "-p", help="Text prompt for the outpainter."),
     mode: str = typer.Option("stage", "--mode", "-m", help="single | stage | 360 | orbit"),
     path: Path | None = typer.Option(None, "--path", help="Camera path JSON (overrides --mode)."),
@@ -58,6 +60,8 @@ def generate(
     ),
     model_path: Path | None = typer.Option(None, "--model-path", help="Local folder with model weights."),
     outpaint_steps: int = typer.Option(0, "--outpaint-steps", help="Diffusion outpainter steps (0: 50)."),
+    t2i: str = typer.Option("", "--t2i", help="No photo: the first view's text-to-image model."),
+    t2i_steps: int = typer.Option(0, "--t2i-steps", help="Its diffusion steps (0: 30)."),
     max_gaussians: int = typer.Option(
         0, "--max-gaussians", help="Gaussian budget for the scene (0: none); later views are seeded sparser."
     ),
@@ -87,6 +91,8 @@ def generate(
         model_path=model_path,
         outpaint_steps=outpaint_steps,
         max_gaussians=max_gaussians,
+        text_to_image=t2i,
+        text_to_image_steps=t2i_steps,
     )
     run_generate(
         config,
@@ -137,6 +143,17 @@ def render(
     options = read_options(scene, spz_axes, spz_version)
     for written in render_scene_to_png(scene, output, camera, width, height, depth_png, options):
         typer.echo(str(written))
+
+
+@app.command()
+def check(
+    run: Path = typer.Argument(..., help="Run directory of stitch generate."),
+    save: bool = typer.Option(True, "--save/--no-save", help="Store the report in the run's manifest."),
+) -> None:
+    """Outcome table of a run: per view brightness, colour, seams, repetition, detail, depth; holes between."""
+    from engine.outcome import check_run
+
+    typer.echo(check_run(run, save=save))
 
 
 @app.command()

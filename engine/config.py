@@ -19,7 +19,6 @@ class FusionConfig:
     dilate_px: int = 2  # inpainting-mask dilation (disk radius), PAPER-NOTES
     noodle_threshold: float = 12.0 / 255.0  # normalised depth-gradient threshold for "noodle" removal
     noodle_fill: str = "release"  # refill of noodle pixels: "release" (layered 8-neighbour max) | "nearest"
-    noodle_fill: str = "release"  # refill of noodle pixels: "release" (layered 8-neighbour max) | "nearest"
     points_stride: int = 1  # unproject every n-th pixel per axis (1 = one Gaussian per pixel)
     scale_factor: float = 0.5  # Gaussian sigma relative to the mean distance to 3 neighbours (1.0 blurs)
     scale_rule: str = "mean"  # neighbour distance for sizes: "mean" | "rms" (the release's INRIA seeding)
@@ -61,6 +60,8 @@ class GenerateConfig:
     depth_backend: str = "classical"
     model_path: Path | None = None
     preset: str = "offline"
+    text_to_image: str = "sd21-base"  # no photo: the model that paints the first view (engine.text_to_image)
+    text_to_image_steps: int = 0  # its diffusion steps (0: 30)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
 
@@ -137,6 +138,8 @@ def generate_config_from_cli(
     model_path: Path | None,
     outpaint_steps: int = 0,
     max_gaussians: int = 0,
+    text_to_image: str = "",
+    text_to_image_steps: int = 0,
 ) -> GenerateConfig:
     """Map CLI flags onto a preset; flags left at their defaults keep the preset's values."""
     if preset not in PRESETS:
@@ -175,6 +178,8 @@ def generate_config_from_cli(
         outpaint_steps=outpaint_steps or base.outpaint_steps,
         depth_backend=depth_backend or base.depth_backend,
         model_path=model_path,
+        text_to_image=text_to_image or base.text_to_image,
+        text_to_image_steps=text_to_image_steps or base.text_to_image_steps,
         fusion=fusion,
         optim=optim,
     )

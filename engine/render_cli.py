@@ -12,7 +12,13 @@ from engine.images import colorize_depth, save_png
 
 
 def render_scene_to_png(
-    scene: Path, output: Path, camera: str, width: int, height: int, depth_png: bool = False
+    scene: Path,
+    output: Path,
+    camera: str,
+    width: int,
+    height: int,
+    depth_png: bool = False,
+    load_options: dict | None = None,  # splat.io.load_scene options (the .spz frame: axes)
 ) -> list[Path]:
     """Render `scene` from the cameras named by `camera` (a mode or a .json path) -> files written."""
     from splat.io import load_scene
@@ -28,7 +34,7 @@ def render_scene_to_png(
         cameras = load_camera_path(Path(camera), width, height)
     else:
         raise StitchError(f"--camera {camera!r} is neither a mode ({', '.join(MODES)}) nor a .json path")
-    gaussians = load_scene(scene)
+    gaussians = load_scene(scene, **(load_options or {}))
     output.parent.mkdir(parents=True, exist_ok=True)
     written = []
     for i, cam in enumerate(cameras):

@@ -43,10 +43,17 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def build_backends(config: GenerateConfig, quiet: bool = False):
+def build_backends(
+    config: GenerateConfig,
+    quiet: bool = False,
+    device: torch.device | None = None,
+    outpainter_options: dict | None = None,
+):
     """Outpainter and depth completer named by the config (learned ones through the model registry).
 
-    quiet: no loading bars or library warnings from diffusers/transformers while the weights load."""
+    quiet: no loading bars or library warnings from diffusers/transformers while the weights load.
+    device: where the learned models run (None: CUDA when available); outpainter_options: e.g.
+    {"cpu_offload": True, "attention_slicing": True} for the diffusion outpainter."""
     try:
         import engine.backends  # noqa: F401
     except ImportError:  # registry not installed: only the classical defaults exist
@@ -67,12 +74,13 @@ def build_backends(config: GenerateConfig, quiet: bool = False):
     op_plan = plan_outpainter(config.outpainter, **kw)
     d_plan = plan_depth_completer(config.depth_backend, **kw)
     # Damaged, truncated or mismatched weight files surface as one StitchError naming the model.
-    learned = op_plan.backend != "classical" or d_plan.backend != "classical"
+    learned = op_plan.backend not in ("classical", "mirror") or d_plan.backend != "classical"
     with _hf_libraries_silenced(quiet and learned):
         with model_load_errors("outpainter", op_plan.models):
-            outpainter = load_outpainter(op_plan, **steps)
+            opts = outpainter_options if op_plan.backend == "diffusion" else {}
+            outpainter = load_outpainter(op_plan, device=device, **steps, **(opts or {}))
         with model_load_errors("depth", d_plan.models):
-            return outpainter, load_depth_completer(d_plan)
+            return outpainter, load_depth_completer(d_plan, device=device)
 
 
 @contextlib.contextmanager
@@ -153,14 +161,25 @@ def run_generate(
     quiet: bool = False,
     extra_callbacks=(),
     explicit: frozenset[str] = frozenset(),
+    device: str = "auto",
+    cpu_offload: bool = False,
+    attention_slicing: bool = False,
 ) -> PipelineOutput:
-    """Generate a scene into a run directory; returns the pipeline output. Raises StitchError on bad input."""
+    """Generate a scene into a run directory; returns the pipeline output. Raises StitchError on bad input.
+
+    device: "auto" (CUDA when available) | "cpu" | "cuda[:N]": where the Gaussians live (gsplat on CUDA)
+    and the learned models run. cpu_offload / attention_slicing: lower GPU memory for the diffusion model."""
+    from engine.device import check_gsplat, describe_device, resolve_device
+
+    dev = resolve_device(device)
+    check_gsplat(dev, quiet=quiet)
     root, output = _resolve_dirs(output, run_dir, resume)
     if output.suffix.lower() != ".ply":
         raise StitchError(
             f"--output must end in .ply, got {output.name}; use --splat/--spz for other formats"
         )
     rd = RunDirectory(root)
+    first_view = None  # text-only start: the plan of the text-to-image first view
     if resume is not None:
         manifest = rd.read_manifest()
         if manifest.get("extensions"):  # its cameras are more than its config names; extend knows them
@@ -175,9 +194,22 @@ def run_generate(
         if file_sha256(rd.root / "input.png") != manifest.get("input_png_sha256"):
             raise StitchError(f"{rd.root / 'input.png'} changed since the run started; start a new run")
     else:
-        if config.photo is None:
-            raise StitchError("give a photo to generate from (or --resume RUN_DIR)")
-        image = load_photo(config.photo, config.max_side)
+        if config.photo is None:  # text-only start: weights located now, the image painted after the checks
+            from engine.text_to_image import plan_text_to_image
+
+            if not config.prompt.strip():
+                raise StitchError(
+                    "give a photo to generate from, a --prompt to paint one, or --resume RUN_DIR"
+                )
+            first_view = plan_text_to_image(
+                config.text_to_image,
+                model_path=config.model_path,
+                steps=config.text_to_image_steps,
+                max_side=config.max_side,
+            )
+            image = np.zeros((first_view.size[1], first_view.size[0], 3), np.float32)
+        else:
+            image = load_photo(config.photo, config.max_side)
         manifest = None
     if isinstance(config.seed, bool) or not isinstance(config.seed, int) or not 0 <= config.seed < 2**32:
         raise StitchError(f"--seed must be an integer in 0..{2**32 - 1}, got {config.seed}")
@@ -189,9 +221,14 @@ def run_generate(
 
         first_depth = load_depth_file(config.depth_file, (h, w))
     # Build the models before creating anything on disk: a missing model fails fast, nothing half-written.
-    outpainter, completer = build_backends(config, quiet=quiet)
+    op_options = {"cpu_offload": cpu_offload, "attention_slicing": attention_slicing}
+    outpainter, completer = build_backends(config, quiet=quiet, device=dev, outpainter_options=op_options)
     if len(cameras) > 1 and not config.prompt and getattr(outpainter, "needs_prompt", False):
         raise StitchError(f"the {outpainter.name} outpainter needs a prompt; pass --prompt TEXT")
+    if first_view is not None:
+        from engine.text_to_image import generate_first_view
+
+        image = generate_first_view(first_view, config.prompt, config.seed, quiet=quiet)
     if resume is None:
         # Never over the photo (d/input.png) or files no stitch run wrote; forget an older run's checkpoint.
         exports = [output.with_suffix(s) for s, on in ((".splat", export_splat), (".spz", export_spz)) if on]
@@ -206,8 +243,9 @@ def run_generate(
         manifest = {
             "stitch_version": _own_version(),
             "run_id": rd.run_id,
-            "input": str(config.photo),
-            "input_sha256": file_sha256(config.photo),
+            "input": str(config.photo) if first_view is None else "text-to-image",
+            "input_sha256": file_sha256(config.photo or rd.root / "input.png"),
+            **({"first_view": {**first_view.describe(), "image": "input.png"}} if first_view else {}),
             "input_png_sha256": file_sha256(rd.root / "input.png"),
             "prompt": config.prompt,
             "seed": config.seed,
@@ -217,7 +255,7 @@ def run_generate(
             "cameras": [c.to_dict() for c in cameras],
             "backends": {"outpainter": outpainter.describe(), "depth": completer.describe()},
             "first_view_depth": "file" if first_depth is not None else completer.describe().get("backend"),
-            "device": "cpu",
+            **describe_device(dev),
             "packages": package_versions(),
             "status": "running",
         }
@@ -238,7 +276,12 @@ def run_generate(
 
     torch.manual_seed(config.seed)
     np.random.seed(config.seed % (2**32))
-    pipeline = StitchPipeline(outpainter, completer, config.fusion, config.optim, config.sh_degree)
+    manifest.setdefault("devices", [])
+    if resume is not None:  # a resumed run may continue on another device: record each session's
+        manifest["devices"].append(describe_device(dev))
+    pipeline = StitchPipeline(
+        outpainter, completer, config.fusion, config.optim, config.sh_degree, device=dev
+    )
     t0 = time.perf_counter()
     try:
         result = pipeline(
@@ -261,6 +304,8 @@ def run_generate(
             raise StitchError(f"{exc}; free space, then --resume {rd.root}") from exc
         if not quiet:
             print(f"scene: {output} ({len(result.gaussians)} Gaussians, {wall:.1f}s)", file=sys.stderr)
+            verdict = rd.read_manifest().get("outcome", {}).get("verdict", "not measured")
+            print(f"outcome: {verdict} (table: stitch check {rd.root})", file=sys.stderr)
         if viewer is not None and not quiet:
             print("viewer still running; press Ctrl-C to close it", file=sys.stderr)
             _wait_for_interrupt()
@@ -347,6 +392,7 @@ def _finish(
     spz: bool,
     wall: float,
 ):
+    from engine.outcome import evaluate_views
     from engine.quality import generation_view_psnr, render_preview
     from splat.io import save_ply, save_scene
 
@@ -371,6 +417,8 @@ def _finish(
             "exports": exports,
             "preview": "preview.png",
             "quality": generation_view_psnr(result.gaussians, result.views),
+            # What a person would notice (brightness, seams, repetition, holes, depth): engine/outcome.py.
+            "outcome": evaluate_views(result.views, result.gaussians),
         }
     )
     atomic_write_json(rd.manifest_path, manifest)

@@ -60,25 +60,51 @@ def scene_format(path: PathLike) -> str:
 def save_scene(gaussians: Gaussians, path: PathLike, **options) -> None:
     """Write Gaussians in the format named by the suffix (.ply lossless; .splat/.spz lossy exports).
 
-    `options` go to the format's writer: for .spz, `version` (2 or 3) and `axes` ("ply" or "rub").
+    `options` go to the format's writer: for .spz, `version` (2 or 3) and `axes` ("rdf" = "ply", or "rub");
+    other formats ignore those two.
     """
     fmt = scene_format(path)
-    _WRITERS[fmt](SceneArrays.from_gaussians(gaussians), path, **options)
+    _WRITERS[fmt](SceneArrays.from_gaussians(gaussians), path, **_spz_axes_option(fmt, options))
 
 
 def load_scene(path: PathLike, device: Device = "cpu", **options) -> Gaussians:
     """Read a .ply, .splat or .spz file into Gaussians on `device` (.spz option: `axes`)."""
     fmt = scene_format(path)
-    return _READERS[fmt](path, **options).to_gaussians(device)
+    return _READERS[fmt](path, **_spz_axes_option(fmt, options)).to_gaussians(device)
 
 
-def scene_info(path: PathLike) -> dict:
-    """Summary for `stitch info`: format, count, SH degree, position bounds, file size (JSON-friendly)."""
+# `--spz-axes` names: rdf (x right, y down, z forward: stitch's OpenCV frame, as the .ply) or rub (y up,
+# z back: the spz README's frame); splat.spz calls rdf "ply".
+SPZ_AXES = {"rdf": "ply", "ply": "ply", "rub": "rub"}
+SPZ_AXES_WORDS = {
+    "ply": "rdf (x right, y down, z forward: the .ply's frame)",
+    "rub": "rub (x right, y up, z back: the spz README's frame)",
+}
+
+
+def _spz_axes_option(fmt: str, options: dict) -> dict:
+    """Map rdf -> ply for splat.spz; the .spz-only options (axes, version) mean nothing to other formats,
+    so a command line's --spz-axes / --spz-version pass through a .ply or .splat untouched."""
+    if fmt != "spz":
+        return {k: v for k, v in options.items() if k not in ("axes", "version")}
+    if "axes" in options:
+        axes = options["axes"]
+        if axes not in SPZ_AXES:
+            raise SceneFileError(f"--spz-axes must be rdf or rub, got {axes!r}")
+        options = {**options, "axes": SPZ_AXES[axes]}
+    return options
+
+
+def scene_info(path: PathLike, spz_axes: str = "rdf") -> dict:
+    """Summary for `stitch info`: format, count, SH degree, position bounds, file size (JSON-friendly).
+
+    spz_axes: the frame a .spz is read in (the file does not say; bounds are given in that frame)."""
     fmt = scene_format(path)
     size = check_readable(path)
     header: dict = {}
+    axes = _spz_axes_option("spz", {"axes": spz_axes})["axes"]
     if fmt == "spz":
-        header, scene = read_spz(path)
+        header, scene = read_spz(path, axes=axes)
     else:
         scene = _READERS[fmt](path)
     info: dict = {
@@ -98,4 +124,5 @@ def scene_info(path: PathLike) -> dict:
         info["mean_opacity"] = float(alpha.mean())
     if fmt == "spz":
         info["spz_version"] = header["version"]
+        info["spz_axes"] = f"read as {SPZ_AXES_WORDS[axes]}; the file does not record its frame"
     return info
