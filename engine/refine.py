@@ -32,6 +32,7 @@ from engine.cameras import Camera
 from engine.errors import StitchError
 from engine.quality_report import Reference, held_out_references, quality
 from engine.rundir import RunDirectory, atomic_write_json
+from splat import render as splat_render
 from splat.gaussians import Gaussians
 from splat.optimize import LearningRates, Schedule, Trainer, TrainView
 from splat.regularize import Regularization
@@ -176,11 +177,11 @@ def _whole_step() -> Iterator[None]:
 
 
 def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise StitchError("CUDA is not available here; use --device cpu")
-    return torch.device(name)
+    from engine.device import check_gsplat, resolve_device
+
+    device = resolve_device(name)  # cuda:1 stays cuda:1
+    check_gsplat(device)
+    return device
 
 
 class RefineCheckpoint:
@@ -237,7 +238,7 @@ def _build_trainer(
 ) -> Trainer:
     name = config.strategy
     if name == "auto":
-        name = "default" if device.type == "cuda" else "cpu"
+        name = "default" if splat_render.uses_gsplat(device) else "cpu"
     strategy = make_strategy(
         name,
         device=device,
@@ -303,12 +304,16 @@ def refine_run(
     generation, held = references(run, seed=config.seed)
     gaussians = Gaussians({k: v.to(device) for k, v in run.gaussians.items()})
     before = saved["before"] if saved is not None else quality(gaussians, generation, held)
+    # gsplat's strategies draw from torch's global generators: seeded here, saved/restored in checkpoints.
+    torch.manual_seed(config.seed)
     trainer = _build_trainer(config, gaussians, train_views(run, device), device)
     seconds = 0.0
     if saved is not None:
         try:
             trainer.load_state_dict(saved_tensors, saved["trainer"])
             seconds = float(saved.get("seconds", 0.0))
+        except StitchError:  # says itself what to do (e.g. another strategy than the checkpoint's)
+            raise
         except (KeyError, TypeError, ValueError, IndexError, RuntimeError, AttributeError) as exc:
             raise StitchError(
                 f"refine checkpoint in {ckpt.dir} is damaged ({type(exc).__name__}: {str(exc)[:200]}); "

@@ -28,11 +28,12 @@ from torch import Tensor
 
 from engine.cameras import Camera
 from engine.errors import StitchError
+from splat import render as splat_render  # the backend switch, looked up per call (tests replace it)
 from splat.gaussians import PARAM_KEYS, Gaussians, num_sh_rest
 from splat.losses import photometric_loss
 from splat.pose import PoseDeltas
 from splat.regularize import Regularization, depth_loss, gaussian_terms
-from splat.strategy import is_mcmc, load_state_tensors, state_tensors
+from splat.strategy import generator_state, is_mcmc, load_state_tensors, state_tensors, strategy_kind
 
 
 @dataclass
@@ -194,7 +195,7 @@ class Trainer:
         self._trainable_ids: Tensor | None = None
         self._frozen_rows: dict[str, Tensor] | None = None
         self.frozen = None
-        if trainable is not None and gaussians.device.type != "cpu":
+        if trainable is not None and splat_render.uses_gsplat(gaussians.device):
             self.frozen = ~trainable.to(gaussians.device)
         elif trainable is not None and not bool(trainable.all()):
             mask = trainable.to(gaussians.device)
@@ -271,7 +272,7 @@ class Trainer:
         degree = self.sh_degree(step)
         packed = False
         ids = None
-        if g.device.type == "cpu" and len(g) > 0:
+        if not splat_render.uses_gsplat(g.device) and len(g) > 0:
             ids = reaching_view(
                 viewmat.detach(), K, cam.width, cam.height, g.means.detach(), g.params["scales"]
             )
@@ -301,6 +302,8 @@ class Trainer:
         extra = gaussian_terms(g.params, self.reg)
         if extra is not None:
             loss = loss + extra
+        if self.strategy is not None and is_mcmc(self.strategy):
+            loss = loss + mcmc_regularizers(g.params)
 
         for opt in self.optimizers.values():
             opt.zero_grad(set_to_none=True)
@@ -369,8 +372,17 @@ class Trainer:
                 tensors[f"pose_adam.{name}"] = value.detach().clone()
         for name, value in state_tensors(self.strategy_state).items():
             tensors[f"strategy.{name}"] = value.detach().clone()
+        gen = generator_state(self.strategy_state)
+        if gen is not None:
+            tensors["rng.strategy_generator"] = gen
+        # gsplat's strategies draw from torch's global generators (randn for splits, multinomial for MCMC).
+        tensors["rng.torch_cpu"] = torch.get_rng_state()
+        device = self.gaussians.device
+        if device.type == "cuda":
+            tensors["rng.torch_cuda"] = torch.cuda.get_rng_state(device)
         meta = {
             "step": self.step,
+            "strategy_kind": strategy_kind(self.strategy),
             "rng": self.rng.bit_generator.state,
             "strategy_scalars": {
                 k: v
@@ -383,6 +395,12 @@ class Trainer:
     def load_state_dict(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
         """Restore a state_dict() (the Trainer must have been built with the same views and settings)."""
         device = self.gaussians.device
+        saved_kind, kind = meta.get("strategy_kind"), strategy_kind(self.strategy)
+        if saved_kind is not None and saved_kind != kind:
+            raise StitchError(
+                f"the checkpoint was written with the {saved_kind} strategy, this run uses {kind} (another "
+                "device picks another strategy under --strategy auto); pass the same --strategy, or --restart"
+            )
         params = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("param.")}
         fresh = Gaussians({k: v.to(device) for k, v in params.items()})
         for key in PARAM_KEYS:  # swap the parameters in place: optimisers follow
@@ -406,10 +424,27 @@ class Trainer:
             if moments:
                 self.pose_optimizer.state[self.poses.delta] = moments
         saved = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("strategy.")}
-        load_state_tensors(self.strategy_state, saved, device)
+        load_state_tensors(self.strategy_state, saved, device, tensors.get("rng.strategy_generator"))
+        if "rng.torch_cpu" in tensors:
+            torch.set_rng_state(tensors["rng.torch_cpu"].to(torch.uint8).cpu())
+        if "rng.torch_cuda" in tensors and device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.torch_cuda"].to(torch.uint8).cpu(), device)
         self.strategy_state.update(meta.get("strategy_scalars", {}))
         self.rng.bit_generator.state = meta["rng"]
         self.step = int(meta["step"])
+
+
+MCMC_OPACITY_REG = 0.01  # gsplat's simple_trainer with --strategy mcmc: opacity_reg / scale_reg
+MCMC_SCALE_REG = 0.01
+
+
+def mcmc_regularizers(params) -> Tensor:
+    """MCMC's L1 pulls on opacity and scale (gsplat's trainer): without them MCMC's relocation has few
+    transparent Gaussians to move and its noise spreads large ones."""
+    return (
+        MCMC_OPACITY_REG * torch.sigmoid(params["opacities"]).mean()
+        + MCMC_SCALE_REG * torch.exp(params["scales"]).mean()
+    )
 
 
 def optimize(

@@ -80,13 +80,20 @@ def render(
     Ks = Ks.to(dtype)
     if background is not None:
         background = background.to(device=gaussians.device, dtype=dtype)
-    if gaussians.device.type == "cuda":
+    if uses_gsplat(gaussians.device):
         return _render_cuda(
             gaussians, viewmats, Ks, width, height, degree, background, near, far, absgrad, packed
         )
     if gaussians.device.type != "cpu":
         raise StitchError(f"cannot render on device {gaussians.device}; use 'cpu' or 'cuda'")
     return _render_cpu(gaussians, viewmats, Ks, width, height, degree, background, near, far, absgrad)
+
+
+def uses_gsplat(device: torch.device | str) -> bool:
+    """True where renders go through gsplat.rasterization (CUDA). Strategies and refinement ask this too,
+    so the CUDA branches can be exercised on CPU in CI by replacing it together with gsplat.rasterization
+    (tests/test_gsplat_contract.py)."""
+    return torch.device(device).type == "cuda"
 
 
 def _render_cuda(gaussians, viewmats, Ks, width, height, degree, background, near, far, absgrad, packed):

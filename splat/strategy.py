@@ -172,6 +172,15 @@ def _budgeted_default_strategy():
                 state["grad2d"] = torch.where(avg > cut, state["grad2d"], torch.zeros_like(avg))
             return super()._grow_gs(params, optimizers, state, step)
 
+        def step_post_backward(self, params, optimizers, state, step, info, packed=False):
+            super().step_post_backward(params, optimizers, state, step, info, packed=packed)
+            # gsplat 1.5.3 tests `step % reset_every == 0 & step > 0`, which is never true (`&` binds
+            # first): the opacity reset never runs. Do it here, inside the refinement window.
+            if self.refine_start_iter < step < self.refine_stop_iter and step % self.reset_every == 0:
+                from gsplat.strategy.ops import reset_opa
+
+                reset_opa(params, optimizers, state, value=self.prune_opa * 2.0)
+
     return BudgetedDefaultStrategy
 
 
@@ -193,7 +202,9 @@ def make_strategy(
         raise StitchError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
     if name == "none":
         return None
-    cuda = torch.device(device).type == "cuda"
+    from splat import render as splat_render  # gsplat's strategies go where gsplat renders
+
+    cuda = splat_render.uses_gsplat(device)
     if name in ("default", "mcmc") and not cuda:
         raise StitchError(f"strategy {name!r} runs gsplat's CUDA code; on CPU use --strategy cpu")
     if budget is not None and budget < 1:
@@ -209,7 +220,17 @@ def make_strategy(
         )
     if name == "default":
         cls = _budgeted_default_strategy()
-        return cls(budget=budget, refine_start_iter=start, refine_stop_iter=stop, refine_every=every)
+        # gsplat prunes oversized Gaussians only after step reset_every (default 3000, for 30k-step
+        # training): scaled to this run, a ~1000-step refine resets opacity at 300 and 600 and prunes
+        # oversized Gaussians from step 300 on.
+        reset = max(every, int(0.3 * steps))
+        return cls(
+            budget=budget,
+            refine_start_iter=start,
+            refine_stop_iter=stop,
+            refine_every=every,
+            reset_every=reset,
+        )
     from gsplat.strategy import MCMCStrategy
 
     return MCMCStrategy(cap_max=budget, refine_start_iter=start, refine_stop_iter=stop, refine_every=every)
@@ -225,17 +246,36 @@ def strategy_counts(state: dict[str, Any]) -> dict[str, int]:
 
 
 def state_tensors(state: dict[str, Any]) -> dict[str, Tensor]:
-    """The tensors of a strategy state, for checkpoints (generator state included as a byte tensor)."""
-    out = {k: v for k, v in state.items() if isinstance(v, Tensor)}
-    if isinstance(state.get("generator"), torch.Generator):
-        out["generator"] = state["generator"].get_state()
-    return out
+    """The per-Gaussian statistics of a strategy state, for checkpoints. The random generator is not among
+    them (see generator_state): gsplat indexes every tensor of its state by Gaussian rows."""
+    return {k: v for k, v in state.items() if isinstance(v, Tensor)}
 
 
-def load_state_tensors(state: dict[str, Any], tensors: dict[str, Tensor], device) -> None:
-    """Inverse of state_tensors: put saved statistics (and the generator's state) back into `state`."""
+def generator_state(state: dict[str, Any]) -> Tensor | None:
+    """The strategy's own random generator state (BudgetStrategy), saved apart from the statistics."""
+    gen = state.get("generator")
+    return gen.get_state() if isinstance(gen, torch.Generator) else None
+
+
+def load_state_tensors(
+    state: dict[str, Any], tensors: dict[str, Tensor], device, generator: Tensor | None = None
+) -> None:
+    """Inverse of state_tensors (+ generator_state): statistics back into `state`, the generator restored.
+
+    A "generator" entry among the statistics (checkpoints written before they were split) goes to the
+    generator, never into the state where a row-indexing strategy would trip over it."""
+    tensors = dict(tensors)
+    old_style = tensors.pop("generator", None)
+    generator = generator if generator is not None else old_style
     for key, value in tensors.items():
-        if key == "generator" and isinstance(state.get("generator"), torch.Generator):
-            state["generator"].set_state(value.to(torch.uint8).cpu())
-        else:
-            state[key] = value.to(device)
+        state[key] = value.to(device)
+    if generator is not None and isinstance(state.get("generator"), torch.Generator):
+        state["generator"].set_state(generator.to(torch.uint8).cpu())
+
+
+def strategy_kind(strategy: Any) -> str:
+    """A name for checkpoints: "none" or the strategy's class (BudgetStrategy, DefaultStrategy, ...)."""
+    if strategy is None:
+        return "none"
+    name = type(strategy).__name__
+    return "DefaultStrategy" if name == "BudgetedDefaultStrategy" else name
