@@ -244,7 +244,7 @@ def exemplar_fill(
     patch: int = 7,
     min_side: int = 12,
     iters_coarse: int = 6,
-    iters_fine: int = 2,
+    iters_fine: int = 1,
     row_weight: float = 3.0,
     seed: int = 0,
 ) -> np.ndarray:  # [H, W, 3] float32
@@ -291,7 +291,7 @@ def exemplar_fill(
             rows = np.nonzero(has)[0][ok]
             nnf[rows] = cand[ok]
         cost = np.zeros(len(ys), np.float64)
-        iters = iters_coarse if li == len(levels) - 1 else (iters_fine if li == 0 else 3)
+        iters = iters_coarse if li == len(levels) - 1 else (iters_fine if li == 0 else 2)
         for _ in range(iters):
             _patchmatch(work, ys, xs, index, valid, nnf, cost, half, 2, int(rng.integers(1 << 30)), rw)
             _vote(work, hole_l, index, nnf, cost, half, work)
