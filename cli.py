@@ -71,6 +71,13 @@ def generate(
     host: str = typer.Option("127.0.0.1", "--host", help="Viewer bind address (default: this machine only)."),
     port: int = typer.Option(8080, "--port", help="Viewer port."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    device: str = typer.Option("auto", "--device", help="auto (cuda when available) | cpu | cuda | cuda:N"),
+    cpu_offload: bool = typer.Option(
+        False, "--cpu-offload", help="Diffusion model CPU offload (needs accelerate): fits ~4 GB GPUs."
+    ),
+    attention_slicing: bool = typer.Option(
+        False, "--attention-slicing", help="Diffusion attention slicing: lower GPU memory, a little slower."
+    ),
 ) -> None:
     """Grow a Gaussian scene from PHOTO: render, outpaint, complete depth, add Gaussians, optimise."""
     from engine.config import generate_config_from_cli
@@ -106,6 +113,9 @@ def generate(
         port=port,
         quiet=quiet,
         explicit=_given_on_command_line(ctx),
+        device=device,
+        cpu_offload=cpu_offload,
+        attention_slicing=attention_slicing,
     )
 
 
@@ -135,13 +145,14 @@ def render(
     depth_png: bool = typer.Option(False, "--depth", help="Also write a depth visualisation."),
     spz_axes: str = typer.Option("rdf", "--spz-axes", help=_SPZ_AXES_HELP),
     spz_version: int = typer.Option(0, "--spz-version", help=_SPZ_CHECK_HELP),
+    device: str = typer.Option("auto", "--device", help="auto (cuda when available) | cpu | cuda | cuda:N"),
 ) -> None:
     """Render a saved scene from a trajectory or a JSON camera path to PNG."""
     from engine.export_cli import read_options
     from engine.render_cli import render_scene_to_png
 
     options = read_options(scene, spz_axes, spz_version)
-    for written in render_scene_to_png(scene, output, camera, width, height, depth_png, options):
+    for written in render_scene_to_png(scene, output, camera, width, height, depth_png, options, device):
         typer.echo(str(written))
 
 
@@ -411,11 +422,13 @@ def video(
     frames: int = typer.Option(120, "--frames", help="Number of frames."),
     fps: int = typer.Option(30, "--fps"),
     width: int | None = typer.Option(None, "--width", help="Frame width (default: the cameras')."),
+    device: str = typer.Option("auto", "--device", help="auto (cuda when available) | cpu | cuda | cuda:N"),
 ) -> None:
     """Render a smooth fly-through through the generation cameras (or --path) to a video."""
     from engine.video import make_video
 
-    typer.echo(str(make_video(source, output, path=path, frames=frames, fps=fps, width=width)))
+    video_file = make_video(source, output, path=path, frames=frames, fps=fps, width=width, device=device)
+    typer.echo(str(video_file))
 
 
 def _command() -> str:

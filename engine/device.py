@@ -104,3 +104,12 @@ def check_gsplat(device: torch.device, stream=sys.stderr, quiet: bool = False) -
             file=stream,
             flush=True,
         )
+
+
+def place_gaussians(gaussians, device: torch.device):
+    """The same Gaussians on `device` (a new set when it moves; the set itself when it is there already)."""
+    from splat.gaussians import Gaussians
+
+    if gaussians.device == device or (device.index is None and gaussians.device.type == device.type):
+        return gaussians
+    return Gaussians({k: v.to(device) for k, v in gaussians.tensors().items()})

@@ -19,8 +19,13 @@ def render_scene_to_png(
     height: int,
     depth_png: bool = False,
     load_options: dict | None = None,  # splat.io.load_scene options (the .spz frame: axes)
+    device: str = "auto",  # auto: gsplat on CUDA when available, else the CPU rasterizer
 ) -> list[Path]:
     """Render `scene` from the cameras named by `camera` (a mode or a .json path) -> files written."""
+    from engine.device import check_gsplat, place_gaussians, resolve_device
+
+    dev = resolve_device(device)
+    check_gsplat(dev)
     from splat.io import load_scene
     from splat.render import render_camera
 
@@ -34,7 +39,7 @@ def render_scene_to_png(
         cameras = load_camera_path(Path(camera), width, height)
     else:
         raise StitchError(f"--camera {camera!r} is neither a mode ({', '.join(MODES)}) nor a .json path")
-    gaussians = load_scene(scene, **(load_options or {}))
+    gaussians = place_gaussians(load_scene(scene, **(load_options or {})), dev)
     output.parent.mkdir(parents=True, exist_ok=True)
     written = []
     for i, cam in enumerate(cameras):

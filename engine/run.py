@@ -276,9 +276,8 @@ def run_generate(
 
     torch.manual_seed(config.seed)
     np.random.seed(config.seed % (2**32))
-    manifest.setdefault("devices", [])
     if resume is not None:  # a resumed run may continue on another device: record each session's
-        manifest["devices"].append(describe_device(dev))
+        manifest.setdefault("resumed_on", []).append(describe_device(dev))
     pipeline = StitchPipeline(
         outpainter, completer, config.fusion, config.optim, config.sh_degree, device=dev
     )

@@ -304,8 +304,13 @@ def make_video(
     width: int | None = None,
     scene_size: tuple[int, int] = (512, 384),
     progress: bool = True,
+    device: str = "auto",  # auto: gsplat on CUDA when available, else the CPU rasterizer
 ) -> Path:
     """Render a fly-through of `source` (run directory or scene file) to `output`; returns the file."""
+    from engine.device import check_gsplat, place_gaussians, resolve_device
+
+    dev = resolve_device(device)
+    check_gsplat(dev)
     if not 2 <= frames <= 10_000:
         raise StitchError(f"--frames must be in 2..10000, got {frames}")
     if not 1 <= fps <= 120:
@@ -313,6 +318,7 @@ def make_video(
     if width is not None and not 16 <= width <= 8192:
         raise StitchError(f"--width must be in 16..8192, got {width}")
     gaussians, keyframes = load_source(source, *scene_size)
+    gaussians = place_gaussians(gaussians, dev)
     if path is not None:
         ref = keyframes[0] if keyframes else None
         w, h = (ref.width, ref.height) if ref is not None else scene_size
