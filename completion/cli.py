@@ -260,4 +260,4 @@ def fit(
     job = submit_training(config_to_dict(cfg), opts, resume="auto" if not resume else True)
     typer.echo(json.dumps({"job_id": job.job_id, "out_dir": cfg.out_dir, "logs": opts.folder}))
     if wait:
-        typer.echo(json.dumps(job.result()))
+        typer.echo(json.dumps(job.results()[0]))

@@ -21,7 +21,7 @@ pytest.importorskip("transformers")
 from completion.cluster import ClusterOptions, TrainJob, render_sbatch, submit_training
 from completion.depth_io import write_depth, write_mask
 from completion.masks import stroke_mask
-from completion.train import config_from_dict, fit
+from completion.train import build_model, config_from_dict, fit
 
 
 def _data(root: Path, n: int = 4) -> dict:
@@ -102,14 +102,15 @@ def _task_pids(controller_pid: int) -> list[int]:
 def test_local_ddp_job_is_preempted_requeues_and_matches_the_uninterrupted_run(tmp_path):
     from safetensors.torch import load_file
 
-    torch.set_num_threads(1)
-    steps = 24
+    steps = 16
     data = {**_data(tmp_path / "data"), "size": [32, 48]}
-    base = {"data": data, "max_steps": steps, "lr": 3e-3, "ckpt_every": 3, "seed": 5}
+    base = {"data": data, "max_steps": steps, "lr": 1e-3, "ckpt_every": 2, "seed": 5, "batch_size": 1}
     opts = ClusterOptions(executor="local", folder=str(tmp_path / "logs"), gpus_per_node=0, tasks_per_node=2,
                           timeout_min=20)  # fmt: skip
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    job = submit_training({**base, "batch_size": 1, "out_dir": str(tmp_path / "cluster")}, opts)
+    # the reference: the same 2-process job, never interrupted (same reduction order -> same floats)
+    ref = submit_training({**base, "out_dir": str(tmp_path / "uninterrupted")}, opts)
+    job = submit_training({**base, "out_dir": str(tmp_path / "cluster")}, opts)
     latest = tmp_path / "cluster" / "checkpoints" / "latest.json"
     deadline = time.time() + 240
     while time.time() < deadline and not latest.is_file():
@@ -119,18 +120,26 @@ def test_local_ddp_job_is_preempted_requeues_and_matches_the_uninterrupted_run(t
     assert step_at_signal < steps, "the job finished before it could be preempted; make it longer"
     for pid in _task_pids(int(job.job_id)):  # SLURM signals every task of a preempted job
         os.kill(pid, signal.SIGUSR2)
-    res = job.result()
+    res = job.results()[0]  # rank 0 (every rank returns the same dict)
     assert res["step"] == steps and res["status"] == "resumed" and res["resumed_from"] >= step_at_signal
     assert "Requeued" in (job.stderr() or "") + (job.stdout() or "")
     rows = (tmp_path / "cluster" / "log.csv").read_text().splitlines()[1:]
     assert [int(r.split(",")[0]) for r in rows] == list(range(1, steps + 1))  # no duplicated rows
+    assert ref.results()[0]["status"] == "trained"
 
-    single = fit(config_from_dict({**base, "batch_size": 2, "out_dir": str(tmp_path / "one")}))
-    assert single["step"] == steps
     a = load_file(str(tmp_path / "cluster" / "model" / "model.safetensors"))
-    b = load_file(str(tmp_path / "one" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "uninterrupted" / "model" / "model.safetensors"))
+    init = build_model(config_from_dict({**base, "out_dir": str(tmp_path / "x")})).state_dict()
+    moved = 0
     for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=2e-5, msg=k)
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+        moved += int(not torch.equal(a[k], init[k]))
+    assert moved > 50  # training really changed the weights
+    # the logged loss is the global batch's (all-reduced), as one process on both samples logs it
+    single = fit(
+        config_from_dict({**base, "max_steps": 1, "batch_size": 2, "out_dir": str(tmp_path / "one")})
+    )
+    assert float(rows[0].split(",")[2]) == pytest.approx(single["final_loss"], rel=1e-5)
 
 
 def test_requeued_job_resumes_automatically(tmp_path):
