@@ -226,12 +226,14 @@ def extend_run(
     with _run_lock(Path(root)):
         state = read_run(root)
         pending = _pending(state)
-        if pending and cameras:
+        # Killed mid-view, or after the view's checkpoint but before the scene file was rewritten.
+        unfinished = bool(pending) or state.manifest.get("status") == "extending"
+        if unfinished and cameras:
             raise StitchError(
-                f"{state.rd.root} has {len(pending)} unfinished added view(s); finish them with "
+                f"{state.rd.root} has an unfinished added view; finish it with "
                 f"stitch extend {state.rd.root} (or drop them with --undo) first"
             )
-        if not pending and not cameras:
+        if not unfinished and not cameras:
             raise StitchError("no cameras to add; give --path FILE.json or --yaw/--pitch/--move")
         if prompt is not None and len(prompt) > 10_000:
             raise StitchError("prompt is longer than 10000 characters; shorten it")
@@ -242,8 +244,9 @@ def extend_run(
         result = ExtendResult(state.rd.root)
         _, tensors, _ = state.rd.load_checkpoint()
         result.n_before = 0 if tensors is None else len(tensors["means"])
-        if pending:  # a killed extension: stitch what the manifest already names, with its prompt
-            result.output = _stitch(state, outpainter, completer, pending[0].get("prompt", ""), callbacks)
+        if unfinished:  # a killed extension: stitch what the manifest already names, with its prompt
+            last = state.extensions[-1] if state.extensions else {}
+            result.output = _stitch(state, outpainter, completer, last.get("prompt", ""), callbacks)
             result.added += [e["view"] for e in pending]
         for camera in cameras:
             check = check_camera(state, camera, rails)

@@ -105,12 +105,13 @@ def test_an_extended_run_equals_generate_over_its_camera_path(run, kyoto, tmp_pa
     assert (replay / "scene.ply").read_bytes() == (run / "scene.ply").read_bytes()
 
 
-def test_a_killed_extension_is_finished_by_running_extend_again(run, finished, tmp_path):
+@pytest.mark.parametrize("when", ["view_added", "run_finished"])  # before / after the view's checkpoint
+def test_a_killed_extension_is_finished_by_running_extend_again(run, finished, tmp_path, when):
     camera = cameras_from_options(read_run(run), yaw=-60.0)
 
     def die(event):
-        if event.kind == "view_added":
-            raise KeyboardInterrupt  # Ctrl-C mid-view: the manifest names the camera, no checkpoint yet
+        if event.kind == when:
+            raise KeyboardInterrupt  # Ctrl-C mid-view: the manifest already names the camera
 
     with pytest.raises(KeyboardInterrupt):
         extend_run(run, camera, callbacks=[die])
