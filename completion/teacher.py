@@ -136,11 +136,15 @@ class TransformersTeacher:
         h, w = image.shape[:2]
         s = min(1.0, self.max_side / max(h, w))
         small = image if s == 1.0 else _resize(image, round(h * s), round(w * s))
-        inputs = self.processor(images=(small * 255).round().astype(np.uint8), return_tensors="pt")
+        zoe = self.model.config.model_type == "zoedepth"
+        # ZoeDepth: no padding, so the plain resize below undoes the processor (its post-processing calls
+        # torchvision even on the PIL backend in transformers 5)
+        kw = {"do_pad": False} if zoe else {}
+        inputs = self.processor(images=(small * 255).round().astype(np.uint8), return_tensors="pt", **kw)
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         outputs = self.model(**inputs)
         post = getattr(self.processor, "post_process_depth_estimation", None)
-        if post is not None:
+        if post is not None and not zoe:
             params = inspect.signature(post).parameters
             kw = {"target_sizes": [(h, w)]}
             if "source_sizes" in params:
