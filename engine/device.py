@@ -51,13 +51,13 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
 
 def describe_device(device: torch.device) -> dict:
     """What the manifest records: the device that really ran, and the GPU's name on CUDA."""
+    from splat import render as splat_render
+
     out: dict = {"device": str(device)}
-    if device.type == "cuda":
+    if device.type == "cuda" and torch.cuda.is_available():
         index = device.index if device.index is not None else torch.cuda.current_device()
         out["gpu"] = torch.cuda.get_device_name(index)
-        out["renderer"] = "gsplat"
-    else:
-        out["renderer"] = "cpu-tile-rasterizer"
+    out["renderer"] = "gsplat" if splat_render.uses_gsplat(device) else "cpu-tile-rasterizer"
     return out
 
 
