@@ -32,7 +32,7 @@ SEAM_DEPTH_MAX = 0.10  # median relative depth step across the seam
 DEPTH_RATIO_RANGE = (1 / 3, 3.0)
 HOLES_MAX = 0.05
 REPETITION_MAX = 0.6
-DETAIL_MIN = 0.25
+DETAIL_MIN = 0.15
 
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
