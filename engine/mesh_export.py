@@ -251,13 +251,20 @@ def write_mesh(result: MeshResult, path: Path, axes: str = "rub") -> None:
         raise StitchError(f"mesh output must end in {', '.join(MESH_FORMATS)}, got {path.name}")
     if suffix == ".gltf":
         raise StitchError("write .glb (one self-contained glTF file) instead of .gltf")
-    rgba = np.concatenate([result.colors, np.full((len(result.colors), 1), 255, np.uint8)], axis=1)
+    colors = result.colors
+    if suffix == ".glb":  # glTF's COLOR_0 is linear (three.js, Blender); .ply/.obj viewers show sRGB bytes
+        colors = np.clip(srgb_to_linear(colors / 255.0) * 255 + 0.5, 0, 255).astype(np.uint8)
+    rgba = np.concatenate([colors, np.full((len(colors), 1), 255, np.uint8)], axis=1)
     mesh = trimesh.Trimesh(
         vertices=to_axes(result.vertices, axes), faces=result.faces, vertex_colors=rgba, process=False
     )
     data = mesh.export(file_type=MESH_FORMATS[suffix])
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, data.encode("utf-8") if isinstance(data, str) else data)
+
+
+def srgb_to_linear(c: np.ndarray) -> np.ndarray:
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
 
 
 def render_mesh_depth(vertices: np.ndarray, faces: np.ndarray, camera: Camera) -> np.ndarray:

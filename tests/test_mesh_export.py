@@ -65,7 +65,8 @@ def test_glb_mesh_matches_the_runs_view0_depth_and_photo(run_dir, tmp_path):
     assert check["median_rel_error"] < MEDIAN_REL_ERROR_BOUND, check
     assert report["view0_depth_check"]["median_rel_error"] == pytest.approx(check["median_rel_error"], 1e-3)
     # Vertex colours are the photo's: vertices on view 0's surface carry the colour of their pixel.
-    colors = np.asarray(mesh.visual.vertex_colors)[:, :3] / 255.0
+    linear = np.asarray(mesh.visual.vertex_colors)[:, :3] / 255.0  # glTF stores linear colour
+    colors = np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1 / 2.4) - 0.055)
     uv, z = project_points(cam0, verts)
     px, py = np.floor(uv[:, 0]).astype(int), np.floor(uv[:, 1]).astype(int)
     inside = (z > 0) & (px >= 0) & (px < cam0.width) & (py >= 0) & (py < cam0.height)
