@@ -77,6 +77,7 @@ class ClassicalOutpainter:
     content."""
 
     name = "classical"
+    uses_reference = True  # the pipeline passes the photo as a second texture source
 
     def __init__(self, patch: int = 7, seam_reach: float = 0.05) -> None:
         self.patch = patch
@@ -90,7 +91,14 @@ class ClassicalOutpainter:
             "patch": self.patch,
         }
 
-    def __call__(self, image: np.ndarray, mask: np.ndarray, prompt: str, seed: int) -> np.ndarray:
+    def __call__(
+        self,
+        image: np.ndarray,
+        mask: np.ndarray,
+        prompt: str,
+        seed: int,
+        reference: np.ndarray | None = None,  # [H', W', 3] more texture to copy from (the photo)
+    ) -> np.ndarray:
         from engine.outpaint_exemplar import exemplar_fill, seam_blend
 
         if not mask.any():
@@ -101,7 +109,7 @@ class ClassicalOutpainter:
             return np.full_like(image, 0.5, dtype=np.float32)
         image = image.astype(np.float32)
         smooth = push_pull_fill(image, known)
-        filled = exemplar_fill(image, mask, smooth, patch=self.patch, seed=seed)
+        filled = exemplar_fill(image, mask, smooth, patch=self.patch, seed=seed, reference=reference)
         for _ in range(3):  # later passes remove what the first left of the step (local means overlap)
             filled = seam_blend(filled, image, mask, self.seam_reach * mask.shape[1])
         return paste_known(np.clip(filled, 0.0, 1.0), image, mask)

@@ -208,22 +208,30 @@ def _valid_sources(known: np.ndarray, half: int) -> np.ndarray:  # [H, W] bool
     return valid
 
 
-def _pyramid(image: np.ndarray, hole: np.ndarray, min_side: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Finest first. A coarse pixel is a hole if any of its fine pixels is (known pixels stay exact)."""
-    levels = [(image, hole)]
+def _pyramid(
+    image: np.ndarray, hole: np.ndarray, known: np.ndarray, own: np.ndarray, min_side: int
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Finest first: (image, hole, known, own). A coarse pixel is a hole if any of its fine pixels is, known
+    only if all are (known pixels stay exact); `own` marks the view's pixels (not the reference's)."""
+    levels = [(image, hole, known, own)]
     while min(levels[-1][1].shape) // 2 >= min_side:
-        img, hl = levels[-1]
+        img, hl, kn, ow = levels[-1]
         size = (img.shape[1] // 2, img.shape[0] // 2)
+
+        def down(m: np.ndarray, size=size) -> np.ndarray:
+            return cv2.resize(m.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+
         img_small = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
-        hole_small = cv2.resize(hl.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0
-        levels.append((img_small, hole_small))
+        levels.append((img_small, down(hl) > 0, down(kn) > 1 - 1e-6, down(ow) > 0.5))
     return levels
 
 
-def _targets(hole: np.ndarray, half: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Patches that touch the hole: the hole dilated by the patch radius. -> ys [T], xs [T], index [H, W]."""
+def _targets(hole: np.ndarray, own: np.ndarray, half: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Patches that touch the hole (hole dilated by the patch radius, inside the view's own pixels).
+
+    -> ys [T], xs [T], index [H, W]."""
     size = 2 * half + 1
-    touched = ndimage.binary_dilation(hole, structure=np.ones((size, size), bool))
+    touched = ndimage.binary_dilation(hole, structure=np.ones((size, size), bool)) & own
     ys, xs = np.nonzero(touched)
     index = np.full(hole.shape, -1, np.int64)
     index[ys, xs] = np.arange(len(ys))
@@ -247,21 +255,51 @@ def exemplar_fill(
     iters_fine: int = 1,
     row_weight: float = 3.0,
     seed: int = 0,
+    reference: np.ndarray | None = None,  # [H', W', 3] float32 more texture to copy from (e.g. the photo)
 ) -> np.ndarray:  # [H, W, 3] float32
-    """Fill `hole` with texture copied from the rest of `image`, coarse to fine (see module doc)."""
+    """Fill `hole` with texture copied from the rest of `image` (and from `reference`), coarse to fine.
+
+    The reference sits beside the view, scaled to its height, behind a gap of replicated border pixels: its
+    patches are sources like the view's known ones. In a chain of views (360 mode) the photo stays a sharp,
+    correctly exposed source, where the view's known pixels are renders of renders."""
+    h, w = hole.shape
+    image = image.astype(np.float32)
+    initial = initial.astype(np.float32)
+    known = ~hole
+    own = np.ones_like(hole)
+    if reference is not None:
+        rh, rw = reference.shape[:2]
+        ref = cv2.resize(reference.astype(np.float32), (max(1, round(rw * h / rh)), h), cv2.INTER_AREA)
+        gap = patch + 1
+
+        def beside(a: np.ndarray, gap_value, ref_value) -> np.ndarray:
+            g = np.repeat(a[:, -1:], gap, axis=1) if gap_value is None else np.full((h, gap), gap_value)
+            r = ref if ref_value is None else np.full((h, ref.shape[1]), ref_value)
+            return np.concatenate([a, g.astype(a.dtype), r.astype(a.dtype)], axis=1)
+
+        image, initial = beside(image, None, None), beside(initial, None, None)
+        hole, known, own = beside(hole, False, False), beside(known, False, True), beside(own, False, False)
+    out = _fill_levels(
+        image, hole, known, own, initial, patch, min_side, iters_coarse, iters_fine, row_weight, seed
+    )
+    return out[:, :w]
+
+
+def _fill_levels(
+    image, hole, known, own, initial, patch, min_side, iters_coarse, iters_fine, row_weight, seed
+):
     half = patch // 2
     rng = np.random.default_rng(seed)
-    levels = _pyramid(image.astype(np.float32), hole, min_side)
+    levels = _pyramid(image, hole, known, own, min_side)
     init_levels = [initial.astype(np.float32)]
-    for img, _ in levels[1:]:
+    for img, *_ in levels[1:]:
         init_levels.append(cv2.resize(init_levels[-1], (img.shape[1], img.shape[0]), cv2.INTER_AREA))
     current = None
     prev_nnf = prev_index = None
     prev_shape = None
     for li in range(len(levels) - 1, -1, -1):
-        img_l, hole_l = levels[li]
+        img_l, hole_l, known_l, own_l = levels[li]
         h, w = hole_l.shape
-        known_l = ~hole_l
         if not known_l.any():
             return initial.astype(np.float32)
         valid = _valid_sources(known_l, half)
@@ -276,7 +314,7 @@ def exemplar_fill(
         else:
             up = cv2.resize(current, (w, h), interpolation=cv2.INTER_LINEAR).reshape(work.shape)
             work[hole_l] = up[hole_l]
-        ys, xs, index = _targets(hole_l, half)
+        ys, xs, index = _targets(hole_l, own_l, half)
         nnf = _random_field(valid, len(ys), rng)
         if prev_nnf is not None:
             # Inherit the coarser match (doubled) where it lands on a valid source.

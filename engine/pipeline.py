@@ -73,6 +73,7 @@ class StitchPipeline:
         self.optim = optim or OptimConfig()
         self.sh_degree = sh_degree
         self.device = torch.device(device)
+        self._photo: np.ndarray | None = None  # the run's photo [H, W, 3], set per call
 
     # --- 0. inputs ----------------------------------------------------------------------------------
     @staticmethod
@@ -102,6 +103,7 @@ class StitchPipeline:
         resume: bool = False,
     ) -> PipelineOutput:
         self.check_inputs(image, cameras, first_depth)
+        self._photo = image
         cameras = list(cameras)
         emit = _Emitter(callbacks, cameras)
         gaussians = Gaussians.empty(self.sh_degree, self.device)
@@ -186,7 +188,10 @@ class StitchPipeline:
             inpaint |= ~covered  # every pixel that seeds new Gaussians gets outpainted colour
         with t("outpaint"):
             known_rgb = np.where(inpaint[..., None], 0.0, rgb).astype(np.float32)
-            filled = self.outpainter(known_rgb, inpaint, prompt, seed)
+            # Exemplar outpainters also copy from the photo: sharp and correctly exposed, where the view's
+            # known pixels are renders (of renders, late in a 360 chain).
+            ref = {"reference": self._photo} if getattr(self.outpainter, "uses_reference", False) else {}
+            filled = self.outpainter(known_rgb, inpaint, prompt, seed, **ref)
             filled = paste_known(np.asarray(filled, np.float32), known_rgb, inpaint)
         with t("depth"):
             known_depth = np.where(covered, depth_r, 0.0).astype(np.float32)
