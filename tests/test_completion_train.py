@@ -156,3 +156,40 @@ def test_resume_refuses_a_trainer_state_with_pickled_code(tmp_path):
     with pytest.raises(StitchError, match="cannot be resumed"):
         load_checkpoint(ckpt, model, None, None, None)
     assert not marker.exists()
+
+
+def test_resume_on_a_finished_run_says_so_and_changes_nothing(run):
+    import dataclasses
+
+    root, cfg, _ = run
+    before = (root / "run" / "log.csv").read_text()
+    res = fit(dataclasses.replace(cfg, val_rgbd=""), resume=True)
+    assert res["status"] == "already finished" and res["step"] == STEPS
+    assert np.isfinite(res["final_loss"]) and "already finished at step 6" in res["message"]
+    assert (root / "run" / "log.csv").read_text() == before
+
+
+def test_reusing_an_out_dir_without_resume_is_refused(run):
+    from engine.errors import StitchError
+
+    root, cfg, _ = run
+    with pytest.raises(StitchError, match=r"already holds a training run \(step 6\); pass --resume"):
+        fit(cfg, resume=False)
+    assert json.loads((root / "run" / "checkpoints" / "latest.json").read_text())["step"] == STEPS
+
+
+def test_extending_a_finished_run_rebuilds_the_schedule(run, tmp_path):
+    """--resume --max-steps 9 on a 6-step run: 3 more steps on a OneCycle rebuilt for 9, one row per step."""
+    import dataclasses
+
+    root, cfg, _ = run
+    ext = tmp_path / "ext"
+    shutil.copytree(root / "run", ext)
+    res = fit(dataclasses.replace(cfg, out_dir=str(ext), val_rgbd="", max_steps=9), resume=True)
+    assert res["status"] == "extended" and res["step"] == 9 and np.isfinite(res["final_loss"])
+    rows = read_log(ext / "log.csv")
+    assert [int(r["step"]) for r in rows] == list(range(1, 10))
+    lrs = [float(r["lr"]) for r in rows]
+    # the 9-step schedule evaluated at steps 7..9: still annealing, ending near lr / 1e4
+    assert lrs[6] > lrs[7] > lrs[8] and lrs[8] < 3e-3 / 100
+    assert json.loads((ext / "checkpoints" / "latest.json").read_text())["step"] == 9
