@@ -160,6 +160,12 @@ def masks(
     dist_max: float = typer.Option(1.1, "--dist-max", help="Distance scale upper bound."),
     max_side: int = typer.Option(256, "--max-side", help="Render masks at most this large (then upsample)."),
     min_hole: float = typer.Option(0.0, "--min-hole", help="Redraw cameras while the hole is smaller."),
+    pivot: float | None = typer.Option(
+        None, "--pivot", help="Orbit pivot depth (default: the median depth; the release: 1)."
+    ),
+    snap_depth: float | None = typer.Option(
+        None, "--snap-depth", help="Clip depth to this before warping (the release: 15)."
+    ),
     seed: int = typer.Option(0, "--seed"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo finished masks."),
     shards: int = _SHARDS,
@@ -180,7 +186,17 @@ def masks(
     from completion.masks import MaskJob, WarpConfig
     from completion.shard import run_shards
 
-    warp = WarpConfig(yaw, pitch, dist_min, dist_max, renderer, max_side, min_hole=min_hole)
+    warp = WarpConfig(
+        yaw,
+        pitch,
+        dist_min,
+        dist_max,
+        renderer,
+        max_side,
+        min_hole=min_hole,
+        pivot=pivot,
+        snap_depth=snap_depth,
+    )
     jobs = [
         MaskJob(str(depth_dir.absolute()), str(out_dir.absolute()), kind, k, shards, seed, overwrite, warp)
         for k in range(shards)

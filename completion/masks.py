@@ -3,7 +3,8 @@
 Warped masks (`stitch train masks DEPTH_DIR OUT_DIR`): each depth map is lifted to 3D with the project's
 pinhole convention (focal = width unless the depth's JSON gives `K`), one Gaussian per pixel
 (`splat.gaussians.Gaussians.from_points`), and rendered with `splat.render.render_camera` from a camera that
-orbits a pivot at the median depth: yaw, pitch ~ U[-15, 15] deg, distance scale ~ U[0.9, 1.1] (configurable;
+orbits a pivot at the median depth (the release pivots 1 unit ahead and clips far depth first:
+`--pivot 1 --snap-depth 15`): yaw, pitch ~ U[-15, 15] deg, distance scale ~ U[0.9, 1.1] (configurable;
 the release used the same ranges with pytorch3d's look-at cameras). Pixels the render leaves uncovered
 (alpha < 0.5) are the mask. `renderer="points"` uses a per-point z-buffer (engine.cameras.warp_depth) plus a
 3x3 closing instead: much faster on CPU, slightly blockier holes.
@@ -39,6 +40,8 @@ class WarpConfig:
     alpha_threshold: float = 0.5  # render alpha below this = uncovered
     min_hole: float = 0.0  # redraw the camera (up to 8 times) while the hole fraction is below this
     footprint: float = 0.7  # splat renderer: Gaussian sigma = footprint * pixel size at the point's depth
+    pivot: float | None = None  # orbit pivot depth (None: the map's median depth; the release: 1.0 unit)
+    snap_depth: float | None = None  # clip depth to this before warping (our reading of the release's 15)
 
 
 def item_rng(seed: int, stem: str) -> np.random.Generator:
@@ -107,7 +110,9 @@ def warped_hole_mask(
     small = cv2.resize(depth, (w, h), interpolation=cv2.INTER_NEAREST) if (h, w) != (H, W) else depth
     Ks = intrinsics(w, h) if K is None else np.diag([w / W, h / H, 1.0]) @ np.asarray(K, np.float64)
     src = Camera(w, h, Ks, np.eye(4))
-    pivot = float(np.median(small[small > 0]))
+    if cfg.snap_depth is not None:  # far outliers (sky) would otherwise dominate the parallax
+        small = np.where(small > 0, np.minimum(small, cfg.snap_depth), 0.0).astype(np.float32)
+    pivot = float(np.median(small[small > 0])) if cfg.pivot is None else float(cfg.pivot)
     for _ in range(8):
         yaw, pitch, dist = sample_orbit(rng, cfg)
         dst = orbit_camera(src, pivot, yaw, pitch, dist)
