@@ -491,19 +491,21 @@ def run_extend_cli(
     if undo:
         if path is not None or yaw is not None or pitch is not None or move is not None:
             raise StitchError("--undo takes no cameras; run it alone")
-        k = undo_last(root)
-        return [f"removed view {k}; {root} is back to {k} views"]
+        k = undo_last(root)  # 0-based index; people count views from 1, as the progress lines do
+        return [f"removed view {k + 1}; {root} is back to {k} views"]
     state = read_run(root)
     cameras = cameras_from_options(state, path, yaw, pitch, parse_move(move))
     callbacks = []
     if not quiet:
         from engine.run import ProgressPrinter
 
-        callbacks.append(ProgressPrinter())
+        printer = ProgressPrinter()
+        # Each added view is a resumed run of the pipeline; its "resuming after N views" line is noise here.
+        callbacks.append(lambda event: None if event.kind == "run_started" else printer(event))
     result = extend_run(root, cameras, prompt=prompt, callbacks=callbacks)
-    views = ", ".join(str(k) for k in result.added)
+    views = ", ".join(f"{k + 1} (views/view_{k:03d}.png)" for k in result.added)
     return [
         f"{result.scene}",
-        f"added view(s) {views}: {result.n_before:,} -> {result.n_after:,} Gaussians; "
+        f"added view {views}: {result.n_before:,} -> {result.n_after:,} Gaussians; "
         f"undo with: stitch extend {root} --undo",
     ]

@@ -71,7 +71,7 @@ def test_extend_fills_the_view_and_undo_restores_the_run_byte_for_byte(run):
     n_before = json.loads((run / "manifest.json").read_text())["n_gaussians"]
     result = extend_cli(str(run), "--yaw", "60")
     assert result.exit_code == 0, result.output + repr(result.exception)
-    assert "added view(s) 3" in result.output and "--undo" in result.output
+    assert "added view 4 (views/view_003.png)" in result.output and "--undo" in result.output
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "finished" and len(manifest["cameras"]) == 4
     (ext,) = manifest["extensions"]

@@ -64,7 +64,7 @@ def test_stitch_here_equals_stitch_extend_refuses_while_busy_and_undoes(finished
         assert panel.request_stitch(None, camera)
         assert not panel.request_stitch(None, camera)  # a second press while stitching is refused
         assert panel.wait(300) and panel.last_error is None, panel.last_error
-        assert "Added view 3" in panel.info.content
+        assert "Added view 4" in panel.info.content
         assert viewer.wait_idle(60)
         # The browser's scene is the run's new scene, with the new camera.
         assert viewer.scene.total_splats == n_gaussians(run) > n_gaussians(finished)
@@ -192,7 +192,7 @@ def test_pressing_stitch_here_in_the_browser_fills_the_view_and_undo_restores(fi
         after = settled(browser)
         Image.fromarray(after).save(tmp_path / "after.png")
         assert drawn_fraction(after) > 0.95, f"the view still has a hole (see {tmp_path / 'after.png'})"
-        assert "Added view 3" in browser.evaluate("document.body.innerText")
+        assert "Added view 4" in browser.evaluate("document.body.innerText")
         # The run directory has the new view and its camera: the browser's pose at the press.
         manifest = json.loads((run / "manifest.json").read_text())
         assert manifest["n_gaussians"] > n_gaussians(finished)

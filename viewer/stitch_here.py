@@ -80,10 +80,10 @@ class StitchHerePanel:
 
         state = read_run(self.root)  # refuses a run that is still generating
         if self._backends is None:
-            self._say(f"Loading the run's models for view {len(state.cameras)}…")
+            self._say(f"Loading the run's models for view {len(state.cameras) + 1}…")
             self._backends = load_backends(state)
-        k = len(state.cameras)
-        self._say(f"Stitching view {k}: rendering, outpainting, completing depth…")
+        k = len(state.cameras)  # 0-based, as in views/view_XXX; the panel counts from 1 like the status
+        self._say(f"Stitching view {k + 1}: rendering, outpainting, completing depth…")
         result = extend_run(
             self.root,
             [camera],
@@ -93,7 +93,9 @@ class StitchHerePanel:
         )
         self.last_result = result
         added = result.n_after - result.n_before
-        self._say(f"Added view {k}: +{added:,} Gaussians ({result.n_after:,} in all). **Undo** removes it.")
+        self._say(
+            f"Added view {k + 1}: +{added:,} Gaussians ({result.n_after:,} in all). **Undo** removes it."
+        )
         return result
 
     def undo(self) -> int:
@@ -103,7 +105,7 @@ class StitchHerePanel:
         k = undo_last(self.root)
         saved = load_saved(self.root)
         self.viewer.show(saved.gaussians, saved.cameras, saved.images, status=saved.summary)
-        self._say(f"Removed view {k}; the scene is as it was before it.")
+        self._say(f"Removed view {k + 1}; the scene is as it was before it.")
         return k
 
     # --- plumbing -------------------------------------------------------------------------------------
