@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from completion.depth_io import is_done, read_json, write_depth
 from completion.sources import Item, SourceSpec, list_items
+from engine.device import dtype_kwargs, resolve_device
 from engine.errors import ModelUnavailableError, StitchError
 
 
@@ -78,7 +79,7 @@ def load_image_processor(model_id: str, revision: str | None = None):
 
 def _device(device: str | None) -> torch.device:
     if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return resolve_device("auto")
     return torch.device(device)
 
 
@@ -184,7 +185,9 @@ class MarigoldTeacher:
         self.device = _device(device)
         dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         try:
-            self.pipe = MarigoldDepthPipeline.from_pretrained(model_id, dtype=dtype, revision=revision)
+            self.pipe = MarigoldDepthPipeline.from_pretrained(
+                model_id, revision=revision, **dtype_kwargs("diffusers", dtype)
+            )
         except OSError as exc:
             raise ModelUnavailableError(
                 f"Marigold teacher {model_id!r} is not available ({exc.__class__.__name__}); download it on"

@@ -24,8 +24,8 @@ Recipes: `recipe: "stitch"` (default) is ours; `recipe: "release"` reproduces th
 SILog pooled over all valid pixels of the batch (ours: per sample, then averaged), known-pixel MSE as the mean
 over all pixels x mask (ours: normalised by the known count), BEiT *and* the DPT reassemble layers at lr/10
 (ours: the backbone only), targets rescaled uniformly in [min/dmin, max/dmax] and flip + gamma/brightness/
-colour augmentation without crops (data.rescale_mode / data.augment). Not reproduced: the release trains
-without the output clamp (the clamp lives in completion/model.py).
+colour augmentation without crops (data.rescale_mode / data.augment). Like the release, the output is not
+capped (completion/model.py keeps only a positivity floor).
 Model initialisation (`model`): "tiny", "paper" (random ZoeD-N), a stitch save_pretrained folder, a
 transformers ZoeDepth folder, or a ZoeDepth hub id / registry key found through `model_path` (--model-path),
 STITCH_MODEL_PATH or the Hugging Face cache (engine.models.resolve; nothing is downloaded).
@@ -136,7 +136,12 @@ def config_from_dict(d: dict) -> TrainConfig:
     cfg = from_dict(TrainConfig, {**d, "data": data}, "training config", TRAIN_BOUNDS)
     if not (cfg.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", cfg.device)):
         raise StitchError(f"training config: unknown device {cfg.device!r}; use auto, cpu, cuda or cuda:N")
+    if cfg.amp not in AMP_MODES:
+        raise StitchError(f"training config: unknown amp {cfg.amp!r}; use {', '.join(AMP_MODES)}")
     return cfg
+
+
+AMP_MODES = ("auto", "off", "bf16", "fp16")
 
 
 # Ranges checked when a training config is read (engine.typed.from_dict).
@@ -322,9 +327,19 @@ def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
         return None
     if cfg.amp == "fp16":
         return torch.float16
-    if cfg.amp == "bf16" or torch.cuda.is_bf16_supported():
+    if cfg.amp == "bf16":
         return torch.bfloat16
-    return torch.float16
+    if cfg.amp != "auto":
+        raise StitchError(f"unknown amp {cfg.amp!r}; use {', '.join(AMP_MODES)}")
+    # Native bf16 only (Ampere and later): counting emulation would pick slow, emulated bf16 on a V100/T4.
+    return torch.bfloat16 if _bf16_native() else torch.float16
+
+
+def _bf16_native() -> bool:
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # torch without the keyword: compute capability 8.0+ has bf16 units
+        return torch.cuda.get_device_capability()[0] >= 8
 
 
 # --- checkpoints ---------------------------------------------------------------------------------
@@ -456,9 +471,17 @@ def plot_curves(log_csv: Path, out_png: Path) -> None:
 
 
 def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    from engine.device import resolve_device
+
+    return resolve_device(name)  # auto honours STITCH_DEVICE; an explicit cuda:N is kept
+
+
+def _process_device(device: torch.device, info: DistInfo) -> torch.device:
+    """torchrun: one GPU per local rank. One process: the device asked for (an explicit cuda:1 stays 1)."""
+    if device.type != "cuda":
+        return device
+    index = info.local_rank if info.world > 1 else device.index
+    return torch.device("cuda", index if index is not None else torch.cuda.current_device())
 
 
 def _existing_run(out: Path) -> int | None:
@@ -498,7 +521,7 @@ def fit(cfg: TrainConfig, resume: bool | str = False) -> dict:
     device = _resolve_device(cfg.device)
     info = init_distributed(device)
     if device.type == "cuda":
-        device = torch.device("cuda", info.local_rank)
+        device = _process_device(device, info)
         torch.cuda.set_device(device)
     out = Path(cfg.out_dir)
     existing = _existing_run(out)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.depth_align import apply_alignment, estimate_alignment
+from engine.device import dtype_kwargs, resolve_device
 from engine.errors import StitchError
 from engine.models import ResolvedModel
 
@@ -89,14 +90,12 @@ class MonoDepthCompleter:
         from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
         info = model if isinstance(model, ResolvedModel) else ResolvedModel(str(model), Path(model), "local")
-        device = (
-            torch.device(device)
-            if device is not None
-            else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        )
+        device = torch.device(device) if device is not None else resolve_device("auto")
         dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
         try:
-            net = AutoModelForDepthEstimation.from_pretrained(str(info.path), dtype=dtype)
+            net = AutoModelForDepthEstimation.from_pretrained(
+                str(info.path), **dtype_kwargs("transformers", dtype)
+            )
             processor = AutoImageProcessor.from_pretrained(str(info.path))
         except (OSError, ValueError, KeyError) as exc:
             raise StitchError(

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine.device import resolve_device
 from engine.errors import StitchError
 from engine.models import ResolvedModel
 
@@ -184,10 +185,6 @@ class NetworkDepthCompleter:
 
 
 def _place(net, device, dtype):
-    device = (
-        torch.device(device)
-        if device is not None
-        else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    )
+    device = torch.device(device) if device is not None else resolve_device("auto")
     dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
     return net.to(device=device, dtype=dtype).eval()

@@ -1,8 +1,9 @@
 """Which device a command runs on, and whether gsplat can run there.
 
-`resolve_device("auto" | "cpu" | "cuda" | "cuda:N")`: auto picks CUDA when torch sees a GPU; an explicit
-index is kept (cuda:1 stays cuda:1). On CUDA the Gaussians live on the GPU and every render goes through
-`gsplat.rasterization` (splat/render.py); on CPU the numba tile rasterizer does the same work.
+`resolve_device("auto" | "cpu" | "cuda" | "cuda:N")`: auto picks CUDA when torch sees a GPU (or what the
+STITCH_DEVICE environment variable says); an explicit index is kept (cuda:1 stays cuda:1). On CUDA the
+Gaussians live on the GPU and every render goes through `gsplat.rasterization` (splat/render.py); on CPU the
+numba tile rasterizer does the same work.
 
 gsplat from PyPI ships CUDA sources, not binaries: its first use JIT-compiles the kernels with nvcc (minutes,
 once; cached under torch's extension directory). `check_gsplat(device)` says so in one line up front instead
@@ -30,6 +31,9 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     if isinstance(name, torch.device):
         name = str(name)
     name = (name or "auto").strip().lower()
+    if name == "auto":
+        # STITCH_DEVICE pins "auto" (the test suite pins CPU-only tests to the CPU on GPU machines).
+        name = os.environ.get("STITCH_DEVICE", "").strip().lower() or "auto"
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -113,3 +117,30 @@ def place_gaussians(gaussians, device: torch.device):
     if gaussians.device == device or (device.index is None and gaussians.device.type == device.type):
         return gaussians
     return Gaussians({k: v.to(device) for k, v in gaussians.tensors().items()})
+
+
+def dtype_kwargs(library: str, dtype) -> dict:
+    """The dtype keyword a `from_pretrained` of `library` ("diffusers" | "transformers") accepts.
+
+    Newer releases take `dtype=` and deprecate `torch_dtype=`; the floors in pyproject (diffusers 0.30,
+    transformers 4.45) only know `torch_dtype=`. transformers renamed it in 4.56; diffusers resolves both
+    where `diffusers.utils.deprecation_utils._resolve_dtype` exists."""
+    if dtype is None:
+        return {}
+    if library == "transformers":
+        from importlib.metadata import version
+
+        from packaging.version import Version
+
+        return (
+            {"dtype": dtype}
+            if Version(version("transformers")) >= Version("4.56")
+            else {"torch_dtype": dtype}
+        )
+    try:
+        from diffusers.utils import deprecation_utils
+
+        new = hasattr(deprecation_utils, "_resolve_dtype")
+    except ImportError:
+        new = False
+    return {"dtype": dtype} if new else {"torch_dtype": dtype}

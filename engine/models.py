@@ -498,11 +498,26 @@ def model_load_errors(role: str, models: Sequence[ResolvedModel] = ()) -> Iterat
     except StitchError:
         raise
     except (OSError, ValueError, RuntimeError, TypeError, KeyError, EOFError, AttributeError) as exc:
+        if _out_of_memory(exc):  # torch.cuda.OutOfMemoryError is a RuntimeError: not a damaged file
+            raise _memory_error(role, models, exc) from exc
         raise _load_error(role, models, exc) from exc
     except Exception as exc:  # SafetensorError and pickle.UnpicklingError derive from Exception only
         if type(exc).__name__ not in ("SafetensorError", "UnpicklingError"):
             raise
         raise _load_error(role, models, exc) from exc
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in text or "cuda oom" in text
+
+
+def _memory_error(role: str, models: Sequence[ResolvedModel], exc: BaseException) -> StitchError:
+    where = ", ".join(str(m.path) for m in models) or "(no model)"
+    return StitchError(
+        f"out of GPU memory while loading the {role} model {where}: free the GPU (other processes), or pass "
+        "--cpu-offload and --attention-slicing (diffusion), or run with --device cpu"
+    )
 
 
 def _load_error(role: str, models: Sequence[ResolvedModel], exc: BaseException) -> StitchError:

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import torch
 
+from engine.device import dtype_kwargs, resolve_device
 from engine.errors import StitchError
 from engine.models import ResolvedModel
 from engine.outpaint import paste_known
@@ -49,7 +50,7 @@ class DiffusionOutpaintConfig:
 
 
 def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return resolve_device("auto")
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
@@ -108,7 +109,9 @@ class DiffusionOutpainter:
         device = torch.device(device) if device is not None else default_device()
         dtype = dtype or default_dtype(device)
         try:
-            pipe = AutoPipelineForInpainting.from_pretrained(str(resolved.path), dtype=dtype)
+            pipe = AutoPipelineForInpainting.from_pretrained(
+                str(resolved.path), **dtype_kwargs("diffusers", dtype)
+            )
         except (OSError, ValueError, KeyError) as exc:
             raise StitchError(
                 f"{resolved.path} is not a diffusers inpainting pipeline ({exc.__class__.__name__}: "
@@ -127,7 +130,7 @@ class DiffusionOutpainter:
                 if cfg.get("_class_name") == "AsymmetricAutoencoderKL"
                 else AutoencoderKL
             )
-            pipe.vae = vae_cls.from_pretrained(str(vae_resolved.path), dtype=dtype)
+            pipe.vae = vae_cls.from_pretrained(str(vae_resolved.path), **dtype_kwargs("diffusers", dtype))
         if config.scheduler is not None:
             import diffusers
 

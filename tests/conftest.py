@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,17 @@ import pytest
 import torch
 
 torch.set_num_threads(2)
+
+# CPU-only tests stay on the CPU on a GPU machine too ("auto" devices honour STITCH_DEVICE: generation,
+# refine, render, video, the learned backends, training): their exact numbers, bit-equality and budgets are
+# CPU facts. Tests marked `gpu` get "auto" back (below); STITCH_DEVICE=auto runs everything where it lands.
+os.environ.setdefault("STITCH_DEVICE", "cpu")
+
+
+@pytest.fixture(autouse=True)
+def _gpu_tests_choose_their_device(request, monkeypatch):
+    if request.node.get_closest_marker("gpu") is not None:
+        monkeypatch.setenv("STITCH_DEVICE", "auto")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 KYOTO = "photo-1667788000333-4e36f948de9a.jpeg"
