@@ -126,3 +126,29 @@ def test_info_says_the_frame_and_version_is_checked(scene_ply, tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "spz_axes: read as rub (x right, y up, z back" in proc.stdout and "spz_version: 3" in proc.stdout
+
+
+def test_render_and_view_read_the_spz_in_the_frame_given(scene_ply, tmp_path):
+    """`stitch render/view --spz-axes rub` show a y-up .spz like the .ply it came from."""
+    from engine.render_cli import render_scene_to_png
+    from viewer.saved import load_saved
+
+    spz = tmp_path / "scene.spz"
+    export_scene(scene_ply, spz, spz_axes="rub")
+    ref = load_scene(scene_ply).means.detach().numpy()
+    shown = load_saved(spz, spz_axes="rub").gaussians["means"].detach().numpy()
+    np.testing.assert_allclose(shown, ref, atol=2e-3)
+    assert np.abs(load_saved(spz).gaussians["means"].detach().numpy() - ref * FLIP).max() < 2e-3
+
+    def render(scene: Path, name: str, options: dict) -> np.ndarray:
+        (out,) = render_scene_to_png(scene, tmp_path / name, "single", 64, 48, load_options=options)
+        return np.asarray(Image.open(out), np.float32) / 255
+
+    from PIL import Image
+
+    ply_img = render(scene_ply, "ply.png", {})
+    right = render(spz, "rub.png", read_options(spz, "rub"))
+    wrong = render(spz, "rdf.png", read_options(spz, "rdf"))
+    assert ply_img.std() > 0.05  # the blobs are in view
+    # Read in the wrong frame the scene lies behind the camera: an empty picture.
+    assert np.abs(right - ply_img).mean() < 0.2 * np.abs(wrong - ply_img).mean(), (right.std(), wrong.std())
