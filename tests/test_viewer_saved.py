@@ -83,9 +83,12 @@ def test_viewer_on_a_run_shows_cameras_and_saves_paths_into_the_run(run_dir):
         assert "/scene/splats/chunk_000" in names
         assert all(viewer.scene.frustum_handles[i].image is not None for i in range(3))
         assert "scene.ply" in viewer.panel.status.content
-        assert viewer.recorder.directory == run_dir.resolve()
+        # A folder of its own inside the run: never over manifest.json or another run file (issue 20).
+        assert viewer.recorder.directory == run_dir.resolve() / "paths"
         assert viewer.recorder.size == (viewer.scene.cameras[0].width, viewer.scene.cameras[0].height)
         with pytest.raises(StitchError, match="not allowed"):
             viewer.recorder.save("../escape.json")
+        with pytest.raises(StitchError, match="not allowed"):
+            viewer.recorder.save("manifest.json")
     finally:
         viewer.stop()
