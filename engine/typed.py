@@ -100,6 +100,15 @@ def _coerce(hint: Any, value: object, where: str, name: str, bounds: Bounds) -> 
         if not isinstance(value, str) or not value or "\0" in value:
             raise StitchError(f"{where}: {name} must be a file path (a string), got {_kind(value)}")
         return Path(value)
+    if hint is tuple:  # a bare `tuple`: any list (JSON has no tuples)
+        if not isinstance(value, (list, tuple)):
+            raise StitchError(f"{where}: {name} must be a list, got {_kind(value)}")
+        return tuple(value)
+    if origin is tuple and len(typing.get_args(hint)) == 2 and typing.get_args(hint)[1] is Ellipsis:
+        if not isinstance(value, (list, tuple)):
+            raise StitchError(f"{where}: {name} must be a list, got {_kind(value)}")
+        item = typing.get_args(hint)[0]
+        return tuple(_coerce(item, v, where, f"{name}[{i}]", bounds) for i, v in enumerate(value))
     if origin is tuple:
         args = typing.get_args(hint)
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
