@@ -44,6 +44,13 @@ class TrainView:
     depth: Tensor | None = None  # [H, W] float metres, for depth supervision (None: none)
 
 
+# Smallest standard deviation a Gaussian may have, in pixels of the training view that sees it largest.
+# Web viewers draw thinner splats than stitch's renderer: PlayCanvas (SuperSplat) blurs by 0.075 px^2, not
+# 0.3, and drops splats drawn under 1 px; sub-pixel Gaussians that tile the image in stitch leave the
+# background showing through there (benchmarks/bench_viewer_opacity.py: 6.6 % at 0.5-0.6 px sigma).
+MIN_SIGMA_PX = 0.7
+
+
 @dataclass(frozen=True)
 class LearningRates:
     means: float = 1.6e-4  # multiplied by the scene extent
@@ -182,6 +189,7 @@ class Trainer:
         regularization: Regularization | None = None,
         pose_refine: bool = False,
         pose_anchor: int | None = 0,
+        min_sigma_px: float | None = None,  # size floor in view pixels (None: MIN_SIGMA_PX, 0: none)
     ) -> None:
         if not views:
             raise StitchError("no views to optimise against")
@@ -212,6 +220,14 @@ class Trainer:
         self.strategy = strategy
         self.schedule = schedule or Schedule()
         self.reg = regularization or Regularization()
+        self.min_sigma_px = float(MIN_SIGMA_PX if min_sigma_px is None else min_sigma_px)
+        # Pixel size per unit distance of each full-resolution view (its centre and 1 / focal), for the floor.
+        self._view_centres = torch.as_tensor(
+            np.stack([v.camera.center for v in views]), dtype=torch.float32, device=gaussians.device
+        )
+        self._view_px = torch.as_tensor(
+            [1.0 / float(min(v.camera.K[0, 0], v.camera.K[1, 1])) for v in views], device=gaussians.device
+        )
         self.rates = base_rates(self.lrs, self.extent)
         self.optimizers = make_optimizers(gaussians, self.lrs, self.extent)
         self.rng = np.random.default_rng(seed)
@@ -253,6 +269,22 @@ class Trainer:
         if interval is None:
             return self.gaussians.sh_degree
         return min(self.gaussians.sh_degree, step // max(1, interval))
+
+    def clamp_scales(self) -> None:
+        """Raise every axis of the trained Gaussians to min_sigma_px pixels of the view that sees them
+        largest (the nearest camera), so no viewer's rasteriser leaves gaps between sub-pixel splats."""
+        if self.min_sigma_px <= 0 or len(self.gaussians) == 0:
+            return
+        with torch.no_grad():
+            means = self.gaussians.params["means"]
+            dist = torch.cdist(means, self._view_centres.to(means.dtype))  # [N, C]
+            floor = (dist * self._view_px.to(means.dtype)).min(dim=1).values * self.min_sigma_px
+            log_floor = torch.log(floor.clamp_min(1e-12))[:, None]
+            scales = self.gaussians.params["scales"]
+            raised = torch.maximum(scales, log_floor)
+            if self.frozen is not None:  # CUDA keeps frozen rows in the set: they stay as they are
+                raised = torch.where(self.frozen[:, None], scales, raised)
+            scales.copy_(raised)
 
     def viewmat(self, index: int) -> Tensor:
         """World-to-camera [4, 4] of view `index`, with its pose correction when pose refinement is on."""
@@ -329,6 +361,7 @@ class Trainer:
                 self.strategy.step_post_backward(
                     g.params, self.optimizers, self.strategy_state, step, info, packed=packed
                 )
+        self.clamp_scales()
         self.step += 1
         return float(loss.detach())
 
