@@ -98,11 +98,8 @@ def read_run(root: str | Path) -> RunState:
             f"{rd.root} is not finished yet (status {status!r}); wait for it, or continue it with "
             f"stitch generate --resume {rd.root}"
         )
-    try:
-        config = GenerateConfig.from_dict(manifest["config"])
-        cameras = [Camera.from_dict(d) for d in manifest["cameras"]]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise StitchError(f"{rd.manifest_path} is damaged ({exc!r}); start a new run") from exc
+    config = rd.read_config(manifest)  # type- and range-checked, as --resume reads it
+    cameras = rd.read_cameras(manifest)  # also tells the checkpoint loader how many views there can be
     if file_sha256(rd.root / "input.png") != manifest.get("input_png_sha256"):
         raise StitchError(f"{rd.root / 'input.png'} changed since the run started; start a new run")
     image = load_photo(rd.root / "input.png", max(config.max_side, 8))
@@ -256,6 +253,7 @@ def extend_run(
             view_prompt = state.config.prompt if prompt is None else prompt
             _snapshot(state, k)
             state.cameras.append(camera)
+            state.rd.n_views = len(state.cameras)
             state.manifest["cameras"] = [c.to_dict() for c in state.cameras]
             state.manifest.setdefault("extensions", []).append(
                 {

@@ -16,7 +16,7 @@ import torch
 from typer.testing import CliRunner
 
 from cli import app, main
-from engine.cameras import load_camera_path
+from engine.cameras import load_camera_path, save_camera_path
 from engine.config import GenerateConfig, OptimConfig
 from engine.errors import StitchError
 from engine.extend import (
@@ -92,6 +92,21 @@ def test_extend_fills_the_view_and_undo_restores_the_run_byte_for_byte(run):
     result = extend_cli(str(run), "--undo")
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert files_of(run) == before  # every file back, byte for byte, and nothing left over
+
+
+def test_a_path_adds_views_one_by_one_and_undo_takes_them_back_in_turn(run, tmp_path):
+    state = read_run(run)
+    before = files_of(run)
+    save_camera_path([cameras_from_options(state, yaw=y)[0] for y in (60.0, -60.0)], tmp_path / "more.json")
+    result = extend_cli(str(run), "--path", str(tmp_path / "more.json"))
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    after_one = json.loads((run / "manifest.json").read_text())
+    assert [e["view"] for e in after_one["extensions"]] == [3, 4] and len(after_one["cameras"]) == 5
+    assert undo_last(run) == 4
+    assert [e["view"] for e in json.loads((run / "manifest.json").read_text())["extensions"]] == [3]
+    assert not (run / "views" / "view_004.png").exists() and (run / "views" / "view_003.png").exists()
+    assert undo_last(run) == 3
+    assert files_of(run) == before
 
 
 def test_an_extended_run_equals_generate_over_its_camera_path(run, kyoto, tmp_path):
