@@ -271,6 +271,7 @@ def run_generate(
 
         # Camera paths saved from the browser go to RUN/paths/, never over a run file or the cwd.
         viewer = start_live_viewer(host=host, port=port, path_dir=rd.root / "paths", run_dir=rd.root)
+        viewer.stitch_here.use_backends(outpainter, completer)  # Stitch here: no second copy of the models
         callbacks.append(viewer.callback)
         print(f"viewer: {viewer.url}", file=sys.stderr)
 

@@ -230,3 +230,23 @@ def test_generate_view_offers_stitch_here_once_the_run_is_finished(finished, tmp
         assert len(json.loads((run / "manifest.json").read_text())["cameras"]) == 3
     finally:
         viewer.stop()
+
+
+def test_generate_view_hands_its_loaded_models_to_stitch_here(kyoto, tmp_path, monkeypatch):
+    import viewer as viewer_package
+    from viewer.server import start_live_viewer
+
+    started = []
+
+    def start(**kw):
+        started.append(start_live_viewer(**{**kw, "port": 0}))
+        return started[-1]
+
+    monkeypatch.setattr(viewer_package, "start_live_viewer", start)
+    root = tmp_path / "run"
+    config = GenerateConfig(photo=kyoto, mode="single", max_side=MAX_SIDE, optim=OptimConfig(STEPS))
+    run_generate(config, run_dir=root, view=True, quiet=True)
+    panel = started[0].stitch_here
+    assert panel is not None and panel._backends is not None  # no second copy loaded at the first press
+    result = panel.stitch(cameras_from_options(read_run(root), yaw=40.0)[0])
+    assert result.added == [1] and result.n_after > result.n_before

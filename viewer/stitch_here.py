@@ -65,6 +65,10 @@ class StitchHerePanel:
     def busy(self) -> bool:
         return self._busy.locked()
 
+    def use_backends(self, outpainter, depth_completer) -> None:
+        """Stitch with models already loaded (generate --view hands over its own: no second copy)."""
+        self._backends = (outpainter, depth_completer)
+
     # --- the operations (blocking) --------------------------------------------------------------------
     def camera_of(self, client) -> Camera:
         """The browser's view at the run's image size (its vertical field of view kept)."""
