@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.errors import ModelUnavailableError, StitchError
-from engine.models import REGISTRY, ResolvedModel, resolve
+from engine.models import ResolvedModel, lookup, resolve
 
 DEFAULT_T2I = "sd21-base"
 ASPECT = 4 / 3  # landscape, as the example photos and the generation cameras' 53-degree horizontal FOV
@@ -61,7 +61,8 @@ def plan_text_to_image(
     try:
         model = resolve(spec, kind="diffusers-pipeline", model_path=model_path)
     except ModelUnavailableError as exc:
-        key = spec if spec in REGISTRY else DEFAULT_T2I
+        known = lookup(spec)
+        key = known.key if known is not None else spec  # `stitch models download` takes hub ids too
         raise ModelUnavailableError(
             f"no photo given, and the text-to-image model {spec!r} that would paint the first view is not "
             f"on this machine ({_reason(exc)}): run `stitch models download {key}` on a connected machine "
@@ -71,9 +72,11 @@ def plan_text_to_image(
 
 
 def _reason(exc: Exception) -> str:
-    text = str(exc)
-    inner = text[text.find("(") + 1 : text.find(")")] if "(" in text and ")" in text else ""
-    return inner or "weights not found"
+    """The '(why)' of engine.models.unavailable_message: not found where, or HF_HUB_OFFLINE."""
+    import re
+
+    found = re.search(r"not available on this machine \((.*)\): run", str(exc))
+    return found.group(1) if found else "weights not found"
 
 
 def generate_first_view(
