@@ -146,3 +146,17 @@ def test_requeued_job_resumes_automatically(tmp_path):
     job = TrainJob({"out_dir": "x"}, resume=False)
     again = job.checkpoint()
     assert again.function.resume == "auto" and again.function.config == {"out_dir": "x"}
+
+
+def test_paths_are_made_absolute_before_submission(tmp_path, monkeypatch):
+    from completion.cluster import absolute_config
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "zoe").mkdir()
+    raw = {"data": {"sources": [{"root": "nyu.mat", "split_file": "splits.mat", "depths": "d", "weight": 1}],
+                    "images": ""}, "out_dir": "runs/x", "val_rgbd": "rgbd", "model": "zoe"}  # fmt: skip
+    out = absolute_config(raw)
+    src = out["data"]["sources"][0]
+    assert src["root"] == str(tmp_path / "nyu.mat") and src["split_file"] == str(tmp_path / "splits.mat")
+    assert out["out_dir"] == str(tmp_path / "runs/x") and out["model"] == str(tmp_path / "zoe")
+    assert absolute_config({"model": "Intel/zoedepth-nyu-kitti"})["model"] == "Intel/zoedepth-nyu-kitti"

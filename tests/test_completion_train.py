@@ -193,3 +193,19 @@ def test_extending_a_finished_run_rebuilds_the_schedule(run, tmp_path):
     # the 9-step schedule evaluated at steps 7..9: still annealing, ending near lr / 1e4
     assert lrs[6] > lrs[7] > lrs[8] and lrs[8] < 3e-3 / 100
     assert json.loads((ext / "checkpoints" / "latest.json").read_text())["step"] == 9
+
+
+def test_logged_validation_is_the_number_bench_reports(run):
+    """val_mae in log.csv comes from the generate/bench inference path (padding, flip, scaling 0.5)."""
+    from completion.evaluate import rgbd_val_samples
+    from engine.backends import build_depth_completer
+    from engine.geometry_bench import depth_metrics
+
+    root, cfg, _ = run
+    samples = rgbd_val_samples(cfg.val_rgbd, cfg.val_max_pairs, None, renderer="points", seed=cfg.seed)
+    completer = build_depth_completer(str(root / "run" / "model"))  # what `stitch bench` builds
+    maes = [
+        depth_metrics(completer(s.image, s.known_depth, s.covered), s.gt, s.covered)["mae"] for s in samples
+    ]
+    logged = float(read_log(root / "run" / "log.csv")[-1]["val_mae"])
+    assert logged == pytest.approx(float(np.mean(maes)), rel=1e-4)
