@@ -58,3 +58,20 @@ def test_sharding_does_not_change_the_masks(tmp_path):
 def test_slurm_without_partition_is_a_clear_error(tmp_path):
     with pytest.raises(StitchError, match="--slurm-partition"):
         run_shards([], ShardOptions(executor="slurm", folder=str(tmp_path)))
+
+
+def test_data_prep_shards_requeue_themselves_with_the_training_options(tmp_path):
+    from completion.cluster import render_sbatch
+    from completion.shard import cluster_options
+    from completion.teacher import TeacherJob
+
+    for job in (MaskJob("depth", "masks", shard=1, num_shards=4), TeacherJob("imgs", "out", "gt", shard=2)):
+        again = job.checkpoint()  # submitit calls this on time-out / preemption, then requeues it
+        assert again.function == job  # the same shard again; finished items are skipped
+    opts = ShardOptions(executor="slurm", folder=str(tmp_path), slurm_partition="cpu", account="vision",
+                        qos="low", constraint="skylake", setup=("source venv/bin/activate",))  # fmt: skip
+    lines = render_sbatch(cluster_options(opts)).splitlines()
+    wants = ["#SBATCH --account=vision", "#SBATCH --qos=low", "#SBATCH --constraint=skylake"]
+    wants += ["#SBATCH --ntasks-per-node=1", "#SBATCH --partition=cpu", "source venv/bin/activate"]
+    for want in wants:
+        assert want in lines, want
