@@ -209,3 +209,23 @@ def test_zoedepth_teacher_and_init_from_a_zoedepth_folder_or_hub_id(tmp_path, mo
 
         build_model(config_from_dict({"model": str(make_tiny_depth_anything(tmp_path / "da"))}))
     assert json.loads((zoe / "config.json").read_text())["model_type"] == "zoedepth"
+
+
+def test_cli_teacher_and_masks_on_the_nyu_mat(datasets, tmp_path):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    root, _ = datasets
+    mat, splits = str(root / "nyu_depth_v2_labeled.mat"), str(root / "splits.mat")
+    r = CliRunner().invoke(app, ["train", "teacher", mat, str(tmp_path / "d"), "--teacher", "gt",
+                                 "--split-file", splits, "--split", "test", "--border", "4"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output.strip().splitlines()[-1])["written"] == 2
+    depth, meta = read_depth(tmp_path / "d", "nyu_0005")
+    assert depth.shape == (H - 8, W - 8) and meta["teacher"] == "gt" and meta["spec"] == "gt"
+    r = CliRunner().invoke(app, ["train", "masks", str(tmp_path / "d"), str(tmp_path / "m"), "--renderer",
+                                 "points", "--pivot", "1", "--snap-depth", "15"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    mask_meta = json.loads((tmp_path / "m" / "nyu_0003.json").read_text())
+    assert mask_meta["pivot_depth"] == 1.0 and mask_meta["snap_depth"] == 15.0
