@@ -20,7 +20,10 @@ class FusionConfig:
     noodle_threshold: float = 12.0 / 255.0  # normalised depth-gradient threshold for "noodle" removal
     noodle_fill: str = "release"  # refill of noodle pixels: "release" (layered 8-neighbour max) | "nearest"
     points_stride: int = 1  # unproject every n-th pixel per axis (1 = one Gaussian per pixel)
-    scale_factor: float = 0.5  # Gaussian sigma relative to the mean distance to 3 neighbours (1.0 blurs)
+    # Gaussian sigma relative to the mean distance to 3 neighbours (about 1 px of the seeding view): 0.7 as
+    # optimisation's floor (splat.optimize.MIN_SIGMA_PX), below it web viewers show the background between
+    # splats (benchmarks/bench_viewer_opacity.py); 1.0 blurs.
+    scale_factor: float = 0.7
     scale_rule: str = "mean"  # neighbour distance for sizes: "mean" | "rms" (the release's INRIA seeding)
     first_opacity: float = 0.95
     max_gaussians: int = 0  # budget for the whole scene (0 = none); views past it are seeded more sparsely
