@@ -132,8 +132,9 @@ class CompletionDataset(Dataset):
             self.own_masks.append(set(ids))
         if cfg.mono_prob < 1.0 and not self.mask_pool:
             raise StitchError("no masks in the data sources; run `stitch train masks` or set mono_prob = 1")
+        keep = None if stems is None else set(stems)
         self.entries: list[list[Item]] = [
-            [it for it in src.items if stems is None or it.id in set(stems)] for src in self.sources
+            [it for it in src.items if keep is None or it.id in keep] for src in self.sources
         ]
         self.active = [k for k, src in enumerate(self.sources) if src.weight > 0 and self.entries[k]]
         if not self.active:

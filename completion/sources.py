@@ -166,10 +166,13 @@ def list_items(spec: SourceSpec) -> list[Item]:
         else:
             files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
             items = [Item(path_id(str(p.relative_to(root))), spec, str(p)) for p in files]
-        missing = [it.path for it in items if not Path(it.path).is_file()]
+        # a wrong root or split file shows in any sample; stat-ing 1.8 M Places files on a shared file
+        # system would take minutes in every rank and shard
+        step = max(1, len(items) // 2000)
+        missing = [it.path for it in items[::step] if not Path(it.path).is_file()]
         if missing:
             raise StitchError(
-                f"{len(missing)} of {len(items)} listed images are missing under {root} "
+                f"{len(missing)} of {len(items[::step])} checked images are missing under {root} "
                 f"(first: {missing[0]}); check the root folder against the split file"
             )
     if not items:
