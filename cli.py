@@ -161,7 +161,7 @@ def check(
     run: Path = typer.Argument(..., help="Run directory of stitch generate."),
     save: bool = typer.Option(True, "--save/--no-save", help="Store the report in the run's manifest."),
 ) -> None:
-    """Outcome table of a run: per view brightness, colour, seams, repetition, detail, depth; holes between."""
+    """Outcome table of a run: per view brightness, colour, seams, repetition, detail, depth; holes."""
     from engine.outcome import check_run
 
     typer.echo(check_run(run, save=save))

@@ -384,6 +384,8 @@ class ClassicalDepthCompleter:
     plane_length: float = 120.0  # "plane": pixels over which a slope is continued
     prior: SceneDepthPrior | None = None
     name: str = "classical"
+    # The pipeline hands over distances along the rays (engine.depth.complete_in_view: no swelling in 360).
+    fills_ray_distance: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -404,6 +406,7 @@ class ClassicalDepthCompleter:
         if self.method.startswith("plane"):
             d.update(plane_length=self.plane_length)
         d["prior"] = self.prior.describe()
+        d["fill_space"] = "ray distance" if self.fills_ray_distance else "z-depth"
         d["note"] = "classical geometric completion (offline fallback, no learned model)"
         return d
 

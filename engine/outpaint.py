@@ -99,7 +99,7 @@ class ClassicalOutpainter:
         seed: int,
         reference: np.ndarray | None = None,  # [H', W', 3] more texture to copy from (the photo)
     ) -> np.ndarray:
-        from engine.outpaint_exemplar import exemplar_fill, seam_blend
+        from engine.outpaint_exemplar import exemplar_fill, match_row_brightness, seam_blend
 
         if not mask.any():
             return image.astype(np.float32)
@@ -110,6 +110,7 @@ class ClassicalOutpainter:
         image = image.astype(np.float32)
         smooth = push_pull_fill(image, known)
         filled = exemplar_fill(image, mask, smooth, patch=self.patch, seed=seed, reference=reference)
+        filled = match_row_brightness(filled, mask, reference)
         for _ in range(3):  # later passes remove what the first left of the step (local means overlap)
             filled = seam_blend(filled, image, mask, self.seam_reach * mask.shape[1])
         return paste_known(np.clip(filled, 0.0, 1.0), image, mask)

@@ -147,3 +147,30 @@ def test_every_photo_keeps_its_brightness_in_every_view(tmp_path, photo, mode):
         assert r["detail"] is None or r["detail"] > 0.15, r
     lum_problems = [p for p in outcome["problems"] if "darker" in p or "brighter" in p or "blur" in p]
     assert not lum_problems
+
+
+@needs_photos
+def test_stitch_check_prints_the_table_and_saves_it(tmp_path):
+    """`stitch check RUN` on a finished run: a row per view, the verdict line, the report in the manifest;
+    on a folder that is not a run: one line, exit code 2."""
+    from reliability_harness import run_cli
+
+    from engine.config import GenerateConfig, OptimConfig
+    from engine.run import run_generate
+
+    config = GenerateConfig(photo=KYOTO, mode="stage", max_side=64, optim=OptimConfig(steps_per_view=2))
+    run = tmp_path / "run"
+    run_generate(config, run_dir=run, quiet=True)
+    manifest = json.loads((run / "manifest.json").read_text())
+    del manifest["outcome"]
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    res = run_cli(["check", str(run)])
+    out = res.stdout.decode()
+    assert res.returncode == 0, res.stderr.decode()
+    assert out.count("\n") >= 5 and "verdict:" in out and "holes between views" in out
+    lines = [ln.split() for ln in out.splitlines() if ln.split() and ln.split()[0] in ("1", "2")]
+    assert len(lines) == 2 and all(0.8 <= float(ln[2]) <= 1.25 for ln in lines)  # luminance column
+    assert json.loads((run / "manifest.json").read_text())["outcome"]["verdict"]
+    res = run_cli(["check", str(tmp_path)])
+    err = res.stderr.decode().strip()
+    assert res.returncode == 2 and "Traceback" not in err and len(err.splitlines()) == 1
