@@ -146,9 +146,12 @@ def run(preset: str, args, models_root: Path | None, out: Path) -> dict:
         {k: round(v, 2) for k, v in t.items() if k in ("outpaint", "depth", "optimize")}
         for t in manifest["timings"]
     ]
-    device = manifest["backends"]["outpainter"].get("device", "cpu")
+    # Where the Gaussians lived (gsplat on CUDA) and where the outpainter ran.
+    device = manifest.get("device", "cpu")
     return {"preset": preset, "wall_s": round(wall, 1), "peak_gpu_gib": round(peak, 2),
-            "per_view_s": per_view, "steps": steps, "device": device}  # fmt: skip
+            "per_view_s": per_view, "steps": steps, "device": device,
+            "renderer": manifest.get("renderer"),
+            "outpainter_device": manifest["backends"]["outpainter"].get("device", "cpu")}  # fmt: skip
 
 
 def main() -> None:
