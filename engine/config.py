@@ -35,6 +35,7 @@ class OptimConfig:
     final_steps: int = 0  # one optimisation over all views after the last view (the release: 990)
     trust: str = "new"  # pixels a view teaches: "new" (those it added) | "all" (full images, the release)
     pose_refine: bool = False  # per-view pose correction during the final optimisation (the release: on)
+    min_sigma_px: float | None = None  # Gaussian size floor in view pixels (None: 0.7; the release: 0, none)
     resolution_scale: float = 1.0  # optimise at this fraction of the view size (CPU speed)
     ssim_weight: float = 0.2  # loss = (1 - w) * L1 + w * (1 - SSIM), PAPER-NOTES
     lr_means: float = 1.6e-4  # times the scene extent
@@ -118,6 +119,7 @@ PRESETS: dict[str, GenerateConfig] = {
             only_new_and_visible=False,
             lr_means=0.0,  # the release's 1.6e-12: frozen
             lr_opacities=0.0,  # fixed at sigmoid(1), never optimised
+            min_sigma_px=0.0,  # no size floor
         ),
     ),
     # A quick look: fewer optimisation steps, smaller images.

@@ -299,6 +299,7 @@ class StitchPipeline:
                 background=self._background(),
                 on_step=on_step,
                 pose_refine=final and cfg.pose_refine,
+                min_sigma_px=cfg.min_sigma_px,
             )
 
     def _background(self) -> torch.Tensor:

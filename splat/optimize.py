@@ -497,6 +497,7 @@ def optimize(
     schedule: Schedule | None = None,
     regularization: Regularization | None = None,
     pose_refine: bool = False,
+    min_sigma_px: float | None = None,  # size floor in view pixels (None: MIN_SIGMA_PX, 0: none)
 ) -> list[float]:
     """Run `steps` Adam steps, each on one view drawn with `view_weights`; returns the loss per step."""
     if steps <= 0 or len(gaussians) == 0 or not views:
@@ -516,6 +517,7 @@ def optimize(
         schedule=schedule,
         regularization=regularization,
         pose_refine=pose_refine,
+        min_sigma_px=min_sigma_px,
     )
     losses = trainer.run(steps, on_step)
     trainer.write_back()

@@ -30,7 +30,7 @@ def test_release_preset_says_what_the_release_does():
     )
     o = r.optim
     assert (o.steps_per_view, o.final_steps, o.trust, o.pose_refine) == (0, 990, "all", True)
-    assert o.lr_means == 0.0 and o.lr_opacities == 0.0 and o.ssim_weight == 0.2
+    assert o.lr_means == 0.0 and o.lr_opacities == 0.0 and o.ssim_weight == 0.2 and o.min_sigma_px == 0.0
     # paper stays the improved method: per-view optimisation on trusted pixels, no final-only schedule.
     assert p.optim.steps_per_view > 0 and p.optim.trust == "new" and p.fusion.scale_rule == "mean"
 
@@ -102,8 +102,8 @@ def test_stitch_generate_preset_release_end_to_end_with_tiny_models(tmp_path, mo
     Image.fromarray((_image(48, 68) * 255).astype(np.uint8)).save(photo)  # 68 px: cropped to 64
     run_dir = tmp_path / "run"
     args = ["generate", str(photo), "--preset", "release", "--model-path", str(root), "--mode", "stage",
-            "--steps", "3", "--outpaint-steps", "2", "--prompt", "a room", "--quiet", "--run-dir", str(run_dir),
-            "--device", "cpu"]  # fmt: skip
+            "--steps", "3", "--outpaint-steps", "2", "--prompt", "a room", "--quiet",
+            "--run-dir", str(run_dir), "--device", "cpu"]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output + repr(result.exception)
     manifest = json.loads((run_dir / "manifest.json").read_text())
