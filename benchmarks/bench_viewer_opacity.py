@@ -1,9 +1,9 @@
 """Background show-through of a scene in real web splat viewers, beside stitch's own renderer.
 
-A scene that looks solid in stitch can look see-through elsewhere: web viewers add a 0.3 px low-pass to
-every projected Gaussian, cut each one off at a few sigma, and PlayCanvas (the engine behind SuperSplat)
-drops every Gaussian whose 2D footprint is under 2 px (`minPixelSize`, i.e. a projected sigma under
-~0.45 px after its 0.3 px^2 blur). This loads a .ply at the photo camera into
+A scene that looks solid in stitch can look see-through elsewhere: web viewers blur each projected
+Gaussian less than stitch does (PlayCanvas, the engine behind SuperSplat, adds its "0.3" in half-pixel
+units: 0.075 px^2) and cut each one off at sqrt(8) sigma, so one sub-pixel Gaussian per pixel leaves gaps
+(see PROFILES below for what each viewer does). This loads a .ply at the photo camera into
 
   - PlayCanvas (npm `playcanvas`, gsplat component), and
   - @mkkellogg/gaussian-splats-3d (three.js),
