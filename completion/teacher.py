@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from completion.depth_io import is_done, read_json, write_depth
 from completion.sources import Item, SourceSpec, list_items
+from engine.depth_mono import load_image_processor  # PIL backend: torchvision is not a dependency
 from engine.device import dtype_kwargs, resolve_device
 from engine.errors import ModelUnavailableError, StitchError
 
@@ -63,18 +64,6 @@ def affine_depth_to_relative_depth(depth: np.ndarray, depth_range: float) -> np.
     lo, hi = np.percentile(depth, [0.5, 99.5]) if depth.size else (0.0, 1.0)
     d = np.clip((depth - lo) / max(hi - lo, 1e-8), 0.0, 1.0)
     return (1.0 + d * (depth_range - 1.0)).astype(np.float32)
-
-
-def load_image_processor(model_id: str, revision: str | None = None):
-    """transformers' image processor on its PIL backend: transformers 5 otherwise picks the torchvision one
-    (ZoeDepth, DPT, ...), and torchvision is not a dependency (PyPI's wheels do not match our pinned CPU
-    torch)."""
-    from transformers import AutoImageProcessor
-
-    try:
-        return AutoImageProcessor.from_pretrained(model_id, revision=revision, backend="pil")
-    except TypeError:  # transformers 4.x: no backend argument; its slow processors are PIL/numpy already
-        return AutoImageProcessor.from_pretrained(model_id, revision=revision, use_fast=False)
 
 
 def _device(device: str | None) -> torch.device:

@@ -59,6 +59,18 @@ class MonoDepthConfig:
             raise StitchError(f"need 0 < prior_near < prior_far, got {self.prior_near}, {self.prior_far}")
 
 
+def load_image_processor(model_id: str, revision: str | None = None):
+    """transformers' image processor on its PIL backend: transformers 5 otherwise picks the torchvision one
+    (ZoeDepth, DPT, ...), and torchvision is not a dependency (PyPI's wheels do not match our pinned CPU
+    torch)."""
+    from transformers import AutoImageProcessor
+
+    try:
+        return AutoImageProcessor.from_pretrained(model_id, revision=revision, backend="pil")
+    except TypeError:  # transformers 4.x: no backend argument; its slow processors are PIL/numpy already
+        return AutoImageProcessor.from_pretrained(model_id, revision=revision, use_fast=False)
+
+
 class MonoDepthCompleter:
     """`DepthCompleter`: a transformers depth model aligned to the known depth (build: `from_pretrained`)."""
 
@@ -87,7 +99,7 @@ class MonoDepthCompleter:
         dtype: torch.dtype | None = None,
     ) -> MonoDepthCompleter:
         """Load a transformers depth model + image processor from a local folder (engine.models.resolve)."""
-        from transformers import AutoImageProcessor, AutoModelForDepthEstimation
+        from transformers import AutoModelForDepthEstimation
 
         info = model if isinstance(model, ResolvedModel) else ResolvedModel(str(model), Path(model), "local")
         device = torch.device(device) if device is not None else resolve_device("auto")
@@ -96,7 +108,7 @@ class MonoDepthCompleter:
             net = AutoModelForDepthEstimation.from_pretrained(
                 str(info.path), **dtype_kwargs("transformers", dtype)
             )
-            processor = AutoImageProcessor.from_pretrained(str(info.path))
+            processor = load_image_processor(str(info.path))
         except (OSError, ValueError, KeyError) as exc:
             raise StitchError(
                 f"{info.path} is not a transformers depth-estimation model ({exc.__class__.__name__}: "
@@ -122,10 +134,13 @@ class MonoDepthCompleter:
     def _predict_once(self, image_u8: np.ndarray) -> np.ndarray:
         h, w = image_u8.shape[:2]
         param = next(self.model.parameters())
-        inputs = self.processor(images=image_u8, return_tensors="pt")
+        # ZoeDepth: no reflect padding, so a plain resize undoes the processor (its post-processing calls
+        # torchvision even on the PIL backend in transformers 5).
+        zoe = getattr(self.model.config, "model_type", "") == "zoedepth"
+        inputs = self.processor(images=image_u8, return_tensors="pt", **({"do_pad": False} if zoe else {}))
         pixel_values = inputs["pixel_values"].to(device=param.device, dtype=param.dtype)
         outputs = self.model(pixel_values=pixel_values)
-        if self._post is not None:
+        if self._post is not None and not zoe:
             kw = {"target_sizes": [(h, w)]}
             if "source_sizes" in self._post_params:  # ZoeDepth: removes its reflect padding first
                 kw["source_sizes"] = [(h, w)]

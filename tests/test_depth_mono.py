@@ -103,3 +103,21 @@ def test_keep_known_and_bad_input(dirs):
         completer(_image(), known[:5], mask)
     with pytest.raises(StitchError, match="unknown mono depth options"):
         build_depth_completer(f"mono:{metric}", device="cpu", no_such_option=1)
+
+
+def test_zoedepth_mono_completer_runs_without_torchvision(tmp_path):
+    """`--depth mono:<ZoeDepth folder>` used to crash: transformers 5 picks the torchvision processor and its
+    ZoeDepth post-processing; the completer now loads the PIL processor and resizes the output itself."""
+    from test_completion_layouts import _tiny_zoedepth
+
+    folder = _tiny_zoedepth(tmp_path / "zoe")
+    completer = build_depth_completer(f"mono:{folder}", device="cpu")
+    rng = np.random.default_rng(0)
+    image = rng.random((40, 56, 3)).astype(np.float32)
+    known = np.zeros((40, 56), bool)
+    known[:, :28] = True
+    known_depth = np.where(known, 2.0, 0.0).astype(np.float32)
+    depth = completer(image, known_depth, known)
+    assert depth.shape == (40, 56) and np.isfinite(depth).all() and (depth > 0).all()
+    # aligned to the known half: its median lands on the known 2 m
+    assert np.median(depth[known]) == pytest.approx(2.0, rel=0.05)
