@@ -22,6 +22,7 @@ def _gpu_tests_choose_their_device(request, monkeypatch):
     if request.node.get_closest_marker("gpu") is not None:
         monkeypatch.setenv("STITCH_DEVICE", "auto")
 
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 KYOTO = "photo-1667788000333-4e36f948de9a.jpeg"
 
