@@ -284,16 +284,17 @@ def run_generate(
     )
     t0 = time.perf_counter()
     try:
-        result = pipeline(
-            image,
-            cameras,
-            prompt=config.prompt,
-            seed=config.seed,
-            first_depth=first_depth,
-            run_dir=rd,
-            callbacks=callbacks,
-            resume=resume is not None,
-        )
+        with _interrupts_that_stick() as check_interrupt:
+            result = pipeline(
+                image,
+                cameras,
+                prompt=config.prompt,
+                seed=config.seed,
+                first_depth=first_depth,
+                run_dir=rd,
+                callbacks=[check_interrupt, *callbacks],
+                resume=resume is not None,
+            )
         wall = time.perf_counter() - t0
         try:
             _finish(rd, manifest, result, output, export_splat, export_spz, wall)
@@ -373,6 +374,37 @@ def _nothing_to_resume_yet(rd: RunDirectory):
             f"cannot start the run in {rd.root} ({exc.strerror or exc}); free space, then run the same "
             "command again"
         ) from exc
+
+
+@contextlib.contextmanager
+def _interrupts_that_stick():
+    """Ctrl-C raises KeyboardInterrupt as usual and is also remembered; the callback this yields raises it
+    again at the next pipeline event. Why: a KeyboardInterrupt that lands while Python runs a finaliser
+    (`__del__` of a torch/numba object) is printed and dropped, and the run went on to finish with exit 0
+    (seen under load in the interrupted-360 test). Outside the main thread (the viewer's Stitch-here
+    worker) signals cannot be handled here and nothing changes."""
+    import signal
+    import threading
+
+    caught: list[int] = []
+
+    def check(event: PipelineEvent) -> None:
+        if caught:
+            raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield check
+        return
+
+    def handler(signum, frame):
+        caught.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield check
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _wait_for_interrupt() -> None:

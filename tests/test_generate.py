@@ -238,3 +238,21 @@ def test_depth_flag_takes_a_depth_map_for_the_photo(kyoto, tmp_path):
     saved = np.load(tmp_path / "views" / "depth_000.npy")
     np.testing.assert_allclose(saved, 2.5, rtol=1e-6)
     assert json.loads((tmp_path / "manifest.json").read_text())["first_view_depth"] == "file"
+
+
+def test_ctrl_c_dropped_in_a_finaliser_still_stops_the_run():
+    """A KeyboardInterrupt that lands in a __del__ is printed and dropped by Python; the run then finished
+    with exit 0 (seen under load). The remembered Ctrl-C is raised again at the next pipeline event."""
+    from engine.run import _interrupts_that_stick
+
+    with _interrupts_that_stick() as check:
+        check(None)  # nothing pressed: no effect
+
+        class _Dropper:
+            def __del__(self):
+                signal.raise_signal(signal.SIGINT)  # its KeyboardInterrupt is swallowed here
+
+        _Dropper()
+        with pytest.raises(KeyboardInterrupt):
+            check(None)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

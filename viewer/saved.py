@@ -7,7 +7,7 @@ scene file yet; its latest checkpoint is shown instead.
 
 from __future__ import annotations
 
-import time
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,10 +110,54 @@ def serve_saved(path: str | Path, host: str = "127.0.0.1", port: int = 8080, blo
     if block:
         print(f"stitch view: {viewer.url} (Ctrl-C to stop)", flush=True)
         try:
-            while True:
-                time.sleep(1.0)
+            _wait_for_ctrl_c()
         except KeyboardInterrupt:
             pass
         finally:
-            viewer.stop()
+            _stop_within(viewer, seconds=20.0)
     return viewer
+
+
+def _wait_for_ctrl_c() -> None:
+    """Block until Ctrl-C. The handler sets an event as well as raising: a KeyboardInterrupt that lands in
+    a finaliser is dropped by Python, and the viewer then never stopped (seen under load in CI)."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        stop.wait()
+        return
+
+    def handler(signum, frame):
+        stop.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _stop_within(viewer, seconds: float) -> None:
+    """Stop the viewer, but never hang the terminal: a server thread that does not stop within `seconds`
+    is abandoned with one line and the process ends (this is the CLI's foreground loop)."""
+    import os
+    import threading
+
+    done = threading.Event()
+
+    def stop() -> None:
+        try:
+            viewer.stop()
+        finally:
+            done.set()
+
+    threading.Thread(target=stop, daemon=True, name="viewer-stop").start()
+    if not done.wait(seconds):
+        print(f"stitch view: the viewer did not stop within {seconds:.0f} s; exiting", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
