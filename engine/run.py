@@ -380,9 +380,9 @@ def _nothing_to_resume_yet(rd: RunDirectory):
 def _interrupts_that_stick():
     """Ctrl-C raises KeyboardInterrupt as usual and is also remembered; the callback this yields raises it
     again at the next pipeline event. Why: a KeyboardInterrupt that lands while Python runs a finaliser
-    (`__del__` of a torch/numba object) is printed and dropped, and the run went on to finish with exit 0
-    (seen under load in the interrupted-360 test). Outside the main thread (the viewer's Stitch-here
-    worker) signals cannot be handled here and nothing changes."""
+    (`__del__` of a torch/numba object) is printed and dropped, and the run would go on to finish with exit
+    0. Outside the main thread (the viewer's Stitch-here worker) signals cannot be handled here and nothing
+    changes."""
     import signal
     import threading
 
@@ -392,7 +392,12 @@ def _interrupts_that_stick():
         if caught:
             raise KeyboardInterrupt
 
-    if threading.current_thread() is not threading.main_thread():
+    # Outside the main thread signals cannot be handled; a SIGINT ignored by the parent (nohup, `&`)
+    # stays ignored.
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    ):
         yield check
         return
 

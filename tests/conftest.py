@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,12 @@ torch.set_num_threads(2)
 # refine, render, video, the learned backends, training): their exact numbers, bit-equality and budgets are
 # CPU facts. Tests marked `gpu` get "auto" back (below); STITCH_DEVICE=auto runs everything where it lands.
 os.environ.setdefault("STITCH_DEVICE", "cpu")
+
+# The Ctrl-C tests send SIGINT to child processes. Started in the background (`nohup`, `&`), the suite
+# inherits SIGINT ignored and so would every child (an ignored signal survives exec): an "interrupted" run
+# then finished with exit 0 and `stitch view` never stopped. Children get the terminal's default back.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)

@@ -241,10 +241,11 @@ def test_depth_flag_takes_a_depth_map_for_the_photo(kyoto, tmp_path):
 
 
 def test_ctrl_c_dropped_in_a_finaliser_still_stops_the_run():
-    """A KeyboardInterrupt that lands in a __del__ is printed and dropped by Python; the run then finished
-    with exit 0 (seen under load). The remembered Ctrl-C is raised again at the next pipeline event."""
+    """A KeyboardInterrupt that lands in a __del__ is printed and dropped by Python, and the run would
+    finish with exit 0. The remembered Ctrl-C is raised again at the next pipeline event."""
     from engine.run import _interrupts_that_stick
 
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even under nohup
     with _interrupts_that_stick() as check:
         check(None)  # nothing pressed: no effect
 
@@ -255,4 +256,5 @@ def test_ctrl_c_dropped_in_a_finaliser_still_stops_the_run():
         _Dropper()
         with pytest.raises(KeyboardInterrupt):
             check(None)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    signal.signal(signal.SIGINT, before)

@@ -120,13 +120,16 @@ def serve_saved(path: str | Path, host: str = "127.0.0.1", port: int = 8080, blo
 
 def _wait_for_ctrl_c() -> None:
     """Block until Ctrl-C. The handler sets an event as well as raising: a KeyboardInterrupt that lands in
-    a finaliser is dropped by Python, and the viewer then never stopped (seen under load in CI)."""
+    a finaliser is dropped by Python, and the viewer would then never stop."""
     import signal
     import threading
 
     stop = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        stop.wait()
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    ):
+        stop.wait()  # no Ctrl-C can arrive here; the process ends by other signals
         return
 
     def handler(signum, frame):
