@@ -293,6 +293,7 @@ def evaluate_run(root) -> dict:
 
     from engine.cameras import Camera
     from engine.errors import StitchError
+    from engine.pipeline import ViewRecord
     from engine.rundir import RunDirectory
     from splat.gaussians import Gaussians
 
@@ -308,17 +309,10 @@ def evaluate_run(root) -> dict:
     if n_done == 0 or tensors is None:
         raise StitchError(f"{rd.root} has no finished view yet; run or --resume it first")
 
-    @dataclass
-    class _View:
-        camera: object
-        image: np.ndarray
-        depth: np.ndarray
-        new_mask: np.ndarray
-
     views = []
     for k in range(n_done):
         image, depth, new = rd.load_view(k)
-        views.append(_View(cameras[k], image, depth, new))
+        views.append(ViewRecord(cameras[k], image, depth, new))
     return evaluate_views(views, Gaussians(dict(tensors)))
 
 

@@ -111,8 +111,7 @@ class ClassicalOutpainter:
         smooth = push_pull_fill(image, known)
         filled = exemplar_fill(image, mask, smooth, patch=self.patch, seed=seed, reference=reference)
         filled = match_row_brightness(filled, mask, reference)
-        for _ in range(3):  # later passes remove what the first left of the step (local means overlap)
-            filled = seam_blend(filled, image, mask, self.seam_reach * mask.shape[1])
+        filled = seam_blend(filled, image, mask, self.seam_reach * mask.shape[1], passes=3)
         return paste_known(np.clip(filled, 0.0, 1.0), image, mask)
 
 

@@ -338,10 +338,13 @@ def _fill_levels(
     return current.astype(np.float32)
 
 
-def seam_blend(filled: np.ndarray, image: np.ndarray, hole: np.ndarray, reach_px: float) -> np.ndarray:
+def seam_blend(
+    filled: np.ndarray, image: np.ndarray, hole: np.ndarray, reach_px: float, passes: int = 1
+) -> np.ndarray:
     """Remove the colour step at the hole border: at each hole pixel next to the border, the mean of the known
     pixels around it minus the mean of the filled ones is the step; spread it into the hole (a push-pull
-    membrane, a cheap Poisson-blend stand-in) and fade it out over `reach_px`."""
+    membrane, a cheap Poisson-blend stand-in) and fade it out over `reach_px`. Later passes remove what the
+    first left (the local means overlap); what does not change between passes is computed once."""
     from engine.outpaint import push_pull_fill
 
     inner = hole & ndimage.binary_dilation(~hole, iterations=2)
@@ -353,12 +356,14 @@ def seam_blend(filled: np.ndarray, image: np.ndarray, hole: np.ndarray, reach_px
         v = cv2.boxFilter((values * where[..., None]).astype(np.float32), -1, (7, 7), normalize=False)
         return v / np.maximum(w, 1e-6)[..., None]
 
-    step = local_mean(image, ~hole) - local_mean(filled, hole)
-    residual = np.where(inner[..., None], step, 0.0).astype(np.float32)
-    spread = push_pull_fill(residual, inner)
-    dist = ndimage.distance_transform_edt(hole)
-    fade = np.exp(-dist / max(reach_px, 1.0))[..., None]
-    return np.where(hole[..., None], filled + fade * spread, image).astype(np.float32)
+    known_mean = local_mean(image, ~hole)
+    fade = np.exp(-ndimage.distance_transform_edt(hole) / max(reach_px, 1.0))[..., None]
+    for _ in range(passes):
+        step = known_mean - local_mean(filled, hole)
+        residual = np.where(inner[..., None], step, 0.0).astype(np.float32)
+        spread = push_pull_fill(residual, inner)
+        filled = np.where(hole[..., None], filled + fade * spread, image).astype(np.float32)
+    return filled
 
 
 def match_row_brightness(
