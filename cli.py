@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from completion.cli import train_app
-from engine.errors import StitchError
+from splat.errors import StitchError
 
 app = typer.Typer(
     help="Turn one photo (and a prompt) into a 3D Gaussian-splat scene, grown view by view.",
@@ -148,8 +148,8 @@ def render(
     device: str = typer.Option("auto", "--device", help="auto (cuda when available) | cpu | cuda | cuda:N"),
 ) -> None:
     """Render a saved scene from a trajectory or a JSON camera path to PNG."""
-    from engine.export_cli import read_options
-    from engine.render_cli import render_scene_to_png
+    from engine.tools.export import read_options
+    from engine.tools.render import render_scene_to_png
 
     options = read_options(scene, spz_axes, spz_version)
     for written in render_scene_to_png(scene, output, camera, width, height, depth_png, options, device):
@@ -174,8 +174,8 @@ def info(
     spz_version: int = typer.Option(0, "--spz-version", help=_SPZ_CHECK_HELP),
 ) -> None:
     """Print what a scene file holds: count, SH degree, bounds, size (a .spz: version and frame read in)."""
-    from engine.export_cli import read_options
-    from splat.io import scene_info
+    from engine.tools.export import read_options
+    from splat.formats.io import scene_info
 
     for key, value in scene_info(scene, read_options(scene, spz_axes, spz_version)["axes"]).items():
         typer.echo(f"{key}: {value}")
@@ -197,7 +197,7 @@ def export(
     mesh_axes: str = typer.Option("rub", "--mesh-axes", help="rub: y-up (glTF, Blender) | rdf: as the .ply"),
 ) -> None:
     """Convert a scene between .ply, .splat and .spz, or fuse a run directory into a mesh (--mesh)."""
-    from engine.export_cli import export_mesh, export_scene
+    from engine.tools.export import export_mesh, export_scene
 
     if mesh:
         options = {"voxel_size": voxel_size, "truncation": truncation, "depth_trunc": depth_trunc}
@@ -215,7 +215,7 @@ def view(
     spz_version: int = typer.Option(0, "--spz-version", help=_SPZ_CHECK_HELP),
 ) -> None:
     """Inspect a scene in the browser: fly to generation cameras, record a camera path (JSON for --path)."""
-    from engine.export_cli import read_options
+    from engine.tools.export import read_options
     from viewer.saved import serve_saved
 
     serve_saved(scene, host=host, port=port, spz_axes=read_options(scene, spz_axes, spz_version)["axes"])
@@ -296,7 +296,7 @@ def bench_geometry(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the sbatch script, submit nothing."),
 ) -> None:
     """Score depth completion on real RGB-D ground truth (uncovered pixels of frame j given frame i)."""
-    from engine.geometry_bench import BenchConfig, run_geometry_benchmark
+    from engine.bench.geometry import BenchConfig, run_geometry_benchmark
 
     names = [m.strip() for m in methods.split(",") if m.strip()] or None
     folder = output / "submitit"
@@ -304,7 +304,7 @@ def bench_geometry(
         executor, shards, partition, account, qos, gpus, time_limit, mem, cpus, retries, folder
     )
     if dry_run:
-        from engine.bench_sequences import discover_sequences
+        from engine.bench.sequences import discover_sequences
 
         n = len(discover_sequences(data_dir, log=lambda s: None))
         return _dry_run(cluster, min(shards, n), folder)
@@ -339,7 +339,7 @@ def batch(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Generate many scenes: a resumable run directory per row, an index (batch.csv/json), a contact sheet."""
-    from engine.batch import BatchDefaults, read_jobs, run_batch
+    from engine.tools.batch import BatchDefaults, read_jobs, run_batch
 
     defaults = BatchDefaults(
         prompt=prompt, mode=mode, seed=seed, max_side=max_side, steps=steps, preset=preset
@@ -395,7 +395,7 @@ def refine(
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
     """Re-optimise a finished run (densify, prune, sharpen); writes refined.ply, quality.json. Resumable."""
-    from engine.refine import RefineConfig, RefineProgress, refine_run
+    from engine.tools.refine import RefineConfig, RefineProgress, refine_run
 
     config = RefineConfig(
         steps=steps, strategy=strategy, budget=budget, depth_weight=depth_weight, pose_refine=pose_refine,
@@ -425,7 +425,7 @@ def video(
     device: str = typer.Option("auto", "--device", help="auto (cuda when available) | cpu | cuda | cuda:N"),
 ) -> None:
     """Render a smooth fly-through through the generation cameras (or --path) to a video."""
-    from engine.video import make_video
+    from engine.tools.video import make_video
 
     video_file = make_video(source, output, path=path, frames=frames, fps=fps, width=width, device=device)
     typer.echo(str(video_file))

@@ -19,8 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.depth_classical import ClassicalDepthCompleter, NearestFillCompleter
-from engine.rgbd import load_rgbd_sequence
+from engine.backends.depth_classical import ClassicalDepthCompleter, NearestFillCompleter
+from engine.bench.rgbd import load_rgbd_sequence
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "rgbd" / "redkitchen_dev"
 

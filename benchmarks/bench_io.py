@@ -22,8 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from splat.formats.io import load_scene, save_scene
 from splat.gaussians import Gaussians
-from splat.io import load_scene, save_scene
 
 
 def scene(n: int, degree: int) -> Gaussians:

@@ -99,8 +99,8 @@ def build_full_size_sd2_inpainting(folder: Path) -> None:
 def build_models_root(root: Path, tiny: bool) -> None:
     from tiny_learned_models import make_tiny_completion, make_tiny_inpaint_pipeline
 
-    from completion.checkpoint import save_original_checkpoint
-    from completion.model import DepthCompletionModel
+    from completion.network.checkpoint import save_original_checkpoint
+    from completion.network.model import DepthCompletionModel
 
     sd_dir = root / "sd2-community" / "stable-diffusion-2-inpainting"
     ckpt_dir = root / "paulengstler" / "invisible-stitch"

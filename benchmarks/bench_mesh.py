@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.mesh_export import MeshConfig, export_run_mesh, report_line
+from engine.tools.mesh_export import MeshConfig, export_run_mesh, report_line
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.cameras import Camera, project_points, unproject_depth, yaw_cameras
+from splat.cameras import Camera, project_points, unproject_depth, yaw_cameras
 from splat.gaussians import Gaussians
 from splat.losses import photometric_loss
 from splat.optimize import LearningRates, Schedule, Trainer, TrainView, make_optimizers

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import torch
 
+from engine.backends.outpaint import ClassicalOutpainter, MirrorOutpainter
 from engine.outcome import (
     _fine_texture,
     detail_ratio,
@@ -27,7 +28,6 @@ from engine.outcome import (
     repetition_score,
     seam_colour_step,
 )
-from engine.outpaint import ClassicalOutpainter, MirrorOutpainter
 
 PHOTOS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "photos"
 

@@ -47,8 +47,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.cameras import Camera, intrinsics
-from splat.io import load_scene
+from splat.cameras import Camera, intrinsics
+from splat.formats.io import load_scene
 from splat.render import render
 from viewer.chromium import HeadlessChromium, find_chromium
 

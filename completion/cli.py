@@ -46,7 +46,7 @@ _BORDER = typer.Option(None, "--border", help="Pixels cut from each side (defaul
 
 def _opts(shards, executor, partition, folder, timeout, gpus, no_wait, cpus=8, mem=None, account=None,
           qos=None, constraint=None, setup=None):  # fmt: skip
-    from completion.shard import ShardOptions
+    from completion.training.shard import ShardOptions
 
     if executor is None:
         executor = "slurm" if partition else ("local" if shards > 1 else "inline")
@@ -125,9 +125,9 @@ def teacher(
     no_wait: bool = _NOWAIT,
 ) -> None:
     """Predict teacher depth for every image (resumable: finished files are skipped)."""
-    from completion.shard import run_shards
-    from completion.sources import SourceSpec
-    from completion.teacher import TeacherJob
+    from completion.training.shard import run_shards
+    from completion.training.sources import SourceSpec
+    from completion.training.teacher import TeacherJob
 
     src = SourceSpec(
         str(images_dir.absolute()), layout, str(split_file.absolute()) if split_file else "", split, border
@@ -183,8 +183,8 @@ def masks(
     no_wait: bool = _NOWAIT,
 ) -> None:
     """Warped disocclusion masks (or random strokes) for every finished depth map."""
-    from completion.masks import MaskJob, WarpConfig
-    from completion.shard import run_shards
+    from completion.training.masks import MaskJob, WarpConfig
+    from completion.training.shard import run_shards
 
     warp = WarpConfig(
         yaw,
@@ -208,7 +208,9 @@ def masks(
 
 @train_app.command()
 def fit(
-    config: Path = typer.Argument(..., help="Training config JSON (see completion/train.py TrainConfig)."),
+    config: Path = typer.Argument(
+        ..., help="Training config JSON (see completion/training/train.py TrainConfig)."
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in out_dir."),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Override the config's step budget."),
     out_dir: Path | None = typer.Option(None, "--out-dir", help="Override the config's out_dir."),
@@ -233,9 +235,9 @@ def fit(
         False, "--dry-run", help="Cluster: print the sbatch script, submit nothing."
     ),
 ) -> None:
-    """Train (one process; several: torchrun --nproc_per_node N -m completion.train CONFIG; a SLURM cluster:
+    """Train (one process; several: torchrun -m completion.training.train CONFIG; a SLURM cluster:
     --slurm-partition P --nodes N --gpus-per-node G, through submitit, requeued on preemption)."""
-    from completion.train import config_to_dict, load_config
+    from completion.training.train import config_to_dict, load_config
 
     cfg = load_config(config)
     changes: dict = {}
@@ -247,14 +249,14 @@ def fit(
         changes["model_path"] = str(model_path)
     cfg = dataclasses.replace(cfg, **changes)
     if slurm_partition is None:
-        from completion.train import fit as run_fit
+        from completion.training.train import fit as run_fit
 
         res = run_fit(cfg, resume=resume)
         if res.get("status") == "already finished":
             typer.echo(res["message"], err=True)
         typer.echo(json.dumps(res))
         return
-    from completion.cluster import ClusterOptions, render_sbatch, submit_training
+    from completion.training.cluster import ClusterOptions, render_sbatch, submit_training
 
     opts = ClusterOptions(
         folder=str(submitit_folder.absolute()),

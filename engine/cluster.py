@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.errors import StitchError
+from splat.errors import StitchError
 
 EXECUTORS = ("inline", "local", "slurm")
 

@@ -6,8 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.cameras import MODES
-from engine.errors import StitchError
+from splat.cameras import MODES
+from splat.errors import StitchError
 
 RELEASE_OPACITY = 0.7310585786300049  # sigmoid(1): the release sets the opacity logits to 1 and freezes them
 
@@ -64,7 +64,9 @@ class GenerateConfig:
     depth_backend: str = "classical"
     model_path: Path | None = None
     preset: str = "offline"
-    text_to_image: str = "sd21-base"  # no photo: the model that paints the first view (engine.text_to_image)
+    text_to_image: str = (
+        "sd21-base"  # no photo: the model that paints the first view (engine.backends.text_to_image)
+    )
     text_to_image_steps: int = 0  # its diffusion steps (0: 30)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from engine.errors import StitchError
+from splat.errors import StitchError
 
 DEVICE_HELP = "auto (cuda when available) | cpu | cuda | cuda:N"
 

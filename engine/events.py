@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from torch import Tensor
 
-from engine.cameras import Camera
+from splat.cameras import Camera
 
 EVENT_KINDS = ("run_started", "view_started", "view_added", "optimize_step", "view_finished", "run_finished")
 

@@ -26,14 +26,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.cameras import Camera, camera_from_entry, cameras_to_json, load_camera_path, project_points
 from engine.config import GenerateConfig
-from engine.errors import StitchError
 from engine.events import EventCallback
 from engine.fusion import coverage_masks
 from engine.images import file_sha256, load_photo
 from engine.pipeline import PipelineOutput, StitchPipeline
 from engine.rundir import RunDirectory, atomic_write_bytes
+from splat.cameras import Camera, camera_from_entry, cameras_to_json, load_camera_path, project_points
+from splat.errors import StitchError
 
 UNDO_DIR = "undo"
 LOCK_NAME = ".extend.lock"

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from engine.errors import InputImageError
+from splat.errors import InputImageError
 
 MIN_SIDE = 32  # below this no view has enough pixels to stitch
 # Pillow refuses images above 2 x MAX_IMAGE_PIXELS (and warns above it; we treat the warning as an error)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from engine import models
-from engine.errors import StitchError
+from engine.backends import models
+from splat.errors import StitchError
 
 models_app = typer.Typer(
     help="Model registry: list the learned backends' weights, check what is available offline, download.",
@@ -36,7 +36,7 @@ def check_models(
 ) -> None:
     """Per model: are its weights available offline (--model-path, STITCH_MODEL_PATH, the HF cache)?"""
     if preset:
-        from engine.backends import preset_backends, required_models
+        from engine.backends.registry import preset_backends, required_models
 
         names = [*(names or []), *required_models(*preset_backends(preset))]
         if not names:
@@ -73,7 +73,7 @@ def download_models(
     """Download weights with huggingface_hub (on a connected machine; HF_ENDPOINT and HF_TOKEN honoured)."""
     wanted = list(names or [])
     if preset:
-        from engine.backends import preset_backends, required_models
+        from engine.backends.registry import preset_backends, required_models
 
         wanted += required_models(*preset_backends(preset))
     if not wanted:

@@ -291,10 +291,10 @@ def evaluate_run(root) -> dict:
     """The harness on a finished (or partly finished) run directory: its saved views and latest checkpoint."""
     from pathlib import Path
 
-    from engine.cameras import Camera
-    from engine.errors import StitchError
     from engine.pipeline import ViewRecord
     from engine.rundir import RunDirectory
+    from splat.cameras import Camera
+    from splat.errors import StitchError
     from splat.gaussians import Gaussians
 
     rd = RunDirectory(Path(root))

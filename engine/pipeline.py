@@ -23,15 +23,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from engine.cameras import Camera, unproject_depth
+from engine.backends.depth import DepthCompleter, complete_in_view
+from engine.backends.outpaint import Outpainter, paste_known
 from engine.config import FusionConfig, OptimConfig
-from engine.depth import DepthCompleter, complete_in_view
-from engine.errors import StitchError
 from engine.events import EventCallback, PipelineEvent
 from engine.fusion import coverage_masks, remove_depth_noodles
 from engine.images import to_uint8
-from engine.outpaint import Outpainter, paste_known
 from engine.rundir import RunDirectory
+from splat.cameras import Camera, unproject_depth
+from splat.errors import StitchError
 from splat.gaussians import Gaussians
 from splat.optimize import LearningRates, TrainView, optimize, visible_in
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from engine.cameras import Camera
+from splat.cameras import Camera
 from splat.gaussians import Gaussians
 from splat.losses import psnr
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.cameras import Camera, load_camera_path, trajectory
 from engine.config import GenerateConfig
-from engine.errors import StitchError
 from engine.events import PipelineEvent
 from engine.images import file_sha256, load_photo, save_png
 from engine.pipeline import PipelineOutput, StitchPipeline
 from engine.rundir import RunDirectory, atomic_write_json
+from splat.cameras import Camera, load_camera_path, trajectory
+from splat.errors import StitchError
 
 PACKAGES = (
     "torch",
@@ -55,19 +55,24 @@ def build_backends(
     device: where the learned models run (None: CUDA when available); outpainter_options: e.g.
     {"cpu_offload": True, "attention_slicing": True} for the diffusion outpainter."""
     try:
-        import engine.backends  # noqa: F401
+        import engine.backends.registry  # noqa: F401
     except ImportError:  # registry not installed: only the classical defaults exist
-        from engine.depth_classical import ClassicalDepthCompleter
-        from engine.outpaint import ClassicalOutpainter
+        from engine.backends.depth_classical import ClassicalDepthCompleter
+        from engine.backends.outpaint import ClassicalOutpainter
 
         if config.outpainter != "classical" or config.depth_backend != "classical":
             raise StitchError(
                 "learned backends are unavailable in this install; use --preset offline"
             ) from None
         return ClassicalOutpainter(), ClassicalDepthCompleter()
-    # engine.backends locates every model before loading any: a missing one fails in milliseconds.
-    from engine.backends import load_depth_completer, load_outpainter, plan_depth_completer, plan_outpainter
-    from engine.models import model_load_errors
+    # engine.backends.registry locates every model before loading any: a missing one fails in milliseconds.
+    from engine.backends.models import model_load_errors
+    from engine.backends.registry import (
+        load_depth_completer,
+        load_outpainter,
+        plan_depth_completer,
+        plan_outpainter,
+    )
 
     steps = {"steps": config.outpaint_steps} if config.outpaint_steps > 0 else {}
     kw = {"model_path": config.model_path}
@@ -195,7 +200,7 @@ def run_generate(
             raise StitchError(f"{rd.root / 'input.png'} changed since the run started; start a new run")
     else:
         if config.photo is None:  # text-only start: weights located now, the image painted after the checks
-            from engine.text_to_image import plan_text_to_image
+            from engine.backends.text_to_image import plan_text_to_image
 
             if not config.prompt.strip():
                 raise StitchError(
@@ -217,7 +222,7 @@ def run_generate(
     cameras = cameras_for(config, w, h)
     first_depth = None
     if config.depth_file is not None:
-        from engine.depth_classical import load_depth_file
+        from engine.backends.depth_classical import load_depth_file
 
         first_depth = load_depth_file(config.depth_file, (h, w))
     # Build the models before creating anything on disk: a missing model fails fast, nothing half-written.
@@ -226,7 +231,7 @@ def run_generate(
     if len(cameras) > 1 and not config.prompt and getattr(outpainter, "needs_prompt", False):
         raise StitchError(f"the {outpainter.name} outpainter needs a prompt; pass --prompt TEXT")
     if first_view is not None:
-        from engine.text_to_image import generate_first_view
+        from engine.backends.text_to_image import generate_first_view
 
         image = generate_first_view(first_view, config.prompt, config.seed, quiet=quiet)
     if resume is None:
@@ -431,7 +436,7 @@ def _finish(
 ):
     from engine.outcome import evaluate_views
     from engine.quality import generation_view_psnr, render_preview
-    from splat.io import save_ply, save_scene
+    from splat.formats.io import save_ply, save_scene
 
     output.parent.mkdir(parents=True, exist_ok=True)
     save_ply(result.gaussians, output)

@@ -27,12 +27,12 @@ from PIL import Image
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from engine.errors import StitchError
 from engine.images import depth_to_png16, save_png
+from splat.errors import StitchError
 
 if TYPE_CHECKING:
-    from engine.cameras import Camera
     from engine.config import GenerateConfig
+    from splat.cameras import Camera
 
 STATE_VERSION = 1
 # The fixed names a run writes into its root; never over a file that is not from a stitch run.
@@ -122,7 +122,7 @@ class RunDirectory:
 
     def read_cameras(self, manifest: dict) -> list[Camera]:
         """The manifest's cameras, each validated (a damaged list is one StitchError, not a TypeError)."""
-        from engine.cameras import Camera
+        from splat.cameras import Camera
 
         cameras = manifest.get("cameras", [])
         if not isinstance(cameras, list):
@@ -139,9 +139,9 @@ class RunDirectory:
 
     def read_config(self, manifest: dict) -> GenerateConfig:
         """The manifest's generation config, every field type- and range-checked (engine.typed)."""
-        from engine.cameras import MODES
         from engine.config import GenerateConfig
         from engine.typed import from_dict
+        from splat.cameras import MODES
 
         if "config" not in manifest:
             raise StitchError(f"{self.manifest_path} is damaged (no config); start a new run")

@@ -20,7 +20,7 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-from engine.errors import StitchError
+from splat.errors import StitchError
 
 T = TypeVar("T")
 Bounds = dict[str, tuple[float | None, float | None]]

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from engine.cameras import Camera
-from engine.errors import StitchError
 from splat import render as splat_render  # the backend switch, looked up per call (tests replace it)
+from splat.cameras import Camera
+from splat.errors import StitchError
 from splat.gaussians import PARAM_KEYS, Gaussians, num_sh_rest
 from splat.losses import photometric_loss
 from splat.pose import PoseDeltas

@@ -1,6 +1,6 @@
 """EWA projection of 3D Gaussians to screen space, in plain differentiable torch.
 
-The CPU renderer uses splat/cpu_project.py (the same maths, fused in numba, ~8x faster) and falls back to
+The CPU renderer uses splat/cpu/project.py (the same maths, fused in numba, ~8x faster) and falls back to
 this module when the camera matrices need gradients (pose refinement), which autograd gives here for free.
 
 Conventions follow gsplat 1.5.3's CUDA `fully_fused_projection` so CPU and CUDA renders agree:

@@ -15,15 +15,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from engine.errors import StitchError
-from splat.cpu_project import project_with_colors
-from splat.cpu_raster import rasterize_rgbd
+from splat.cpu.project import project_with_colors
+from splat.cpu.raster import rasterize_rgbd
+from splat.errors import StitchError
 from splat.gaussians import Gaussians
 from splat.projection import camera_centres, project
 from splat.sh import eval_sh
 
 if TYPE_CHECKING:
-    from engine.cameras import Camera
+    from splat.cameras import Camera
 
 
 @dataclass
@@ -156,7 +156,7 @@ def _render_cpu(gaussians, viewmats, Ks, width, height, degree, background, near
 
 
 def _project_torch(p, opacities, viewmats, Ks, width, height, degree, near, far):
-    """The same projection and colour as splat.cpu_project, in plain torch autograd (slower, but it also
+    """The same projection and colour as splat.cpu.project, in plain torch autograd (slower, but it also
     differentiates the camera matrices) -> means2d, conics, colours [C, N, 4] (rgb, depth), radii."""
     C = viewmats.shape[0]
     proj = project(
@@ -181,6 +181,6 @@ def camera_tensors(cameras, device: torch.device | str = "cpu") -> tuple[Tensor,
 
 
 def render_camera(gaussians: Gaussians, camera: Camera, **kw: Any) -> RenderOutput:
-    """Render one engine.cameras.Camera (C = 1); keyword arguments go to render()."""
+    """Render one splat.cameras.Camera (C = 1); keyword arguments go to render()."""
     viewmats, Ks = camera_tensors([camera], gaussians.device)
     return render(gaussians, viewmats, Ks, int(camera.width), int(camera.height), **kw)

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from engine.errors import StitchError
 from splat.densify_ops import clone, remove, split
+from splat.errors import StitchError
 
 STRATEGIES = ("none", "cpu", "default", "mcmc")
 

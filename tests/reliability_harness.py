@@ -27,8 +27,9 @@ import json, os, signal, sys, time, traceback
 sys.path.insert(0, os.getcwd())
 import cli  # noqa: F401  (the entry point under test)
 # Pay the imports once (the engine imports torch._dynamo, scipy.sparse and pydantic lazily on first use).
-import engine.run, engine.backends, engine.pipeline, engine.quality, engine.depth_classical  # noqa: F401
-import splat.io, splat.render, splat.optimize, viewer.saved, torch._dynamo, torch.optim  # noqa: F401
+import engine.run, engine.pipeline, engine.quality  # noqa: F401
+import engine.backends.registry, engine.backends.depth_classical  # noqa: F401
+import splat.formats.io, splat.render, splat.optimize, viewer.saved, torch._dynamo, torch.optim  # noqa: F401
 import scipy.sparse, pydantic, typer  # noqa: F401
 from PIL import Image; Image.init()
 payload = json.loads(sys.stdin.read())

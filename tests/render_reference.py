@@ -1,7 +1,7 @@
 """Slow, obvious reference renderer for tests: every Gaussian against every pixel, plain torch autograd.
 
 Projection and SH come from gsplat's pure-PyTorch reference (`gsplat/cuda/_torch_impl.py`, private API, used
-only here), so the reference shares no code with splat/projection.py, splat/sh.py or splat/cpu_raster.py.
+only here), so the reference shares no code with splat/projection.py, splat/sh.py or splat/cpu/raster.py.
 No tiles, no bounding boxes: a pixel's alpha from a Gaussian is computed everywhere, and the compositing
 rule is written out directly (gsplat's: skip sigma < 0 or alpha < 1/255, clamp alpha at 0.999, stop a pixel
 before its transmittance would drop to <= 1e-4).

@@ -17,8 +17,8 @@ pytest.importorskip("diffusers")
 
 from tiny_learned_models import make_tiny_completion, make_tiny_inpaint_pipeline
 
-from engine import backends
-from engine.errors import ModelUnavailableError, StitchError
+from engine.backends import registry as backends
+from splat.errors import ModelUnavailableError, StitchError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,8 +34,8 @@ def _offline_env(monkeypatch, tmp_path):
 @pytest.fixture(scope="module")
 def paper_models(tmp_path_factory):
     """A --model-path root with tiny stand-ins for the paper preset (`stitch models download --to` layout)."""
-    from completion.checkpoint import save_original_checkpoint
-    from completion.model import DepthCompletionModel
+    from completion.network.checkpoint import save_original_checkpoint
+    from completion.network.model import DepthCompletionModel
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("models")
@@ -61,8 +61,8 @@ def photo(tmp_path_factory):
 
 
 def test_classical_specs_need_no_weights():
-    from engine.depth_classical import ClassicalDepthCompleter
-    from engine.outpaint import ClassicalOutpainter
+    from engine.backends.depth_classical import ClassicalDepthCompleter
+    from engine.backends.outpaint import ClassicalOutpainter
 
     op, depth = backends.build_backends("classical", "classical")
     assert isinstance(op, ClassicalOutpainter) and isinstance(depth, ClassicalDepthCompleter)
@@ -99,7 +99,7 @@ def test_unknown_specs_say_what_is_accepted(tmp_path):
 
 def test_paper_preset_without_weights_fails_before_loading_anything(paper_models, tmp_path, monkeypatch):
     """SD2 is there, the completion checkpoint is not: nothing is loaded before the error."""
-    from engine.outpaint_diffusion import DiffusionOutpainter
+    from engine.backends.outpaint_diffusion import DiffusionOutpainter
 
     def must_not_load(*args, **kwargs):
         raise AssertionError("loaded SD2 although the depth model is missing")

@@ -1,4 +1,4 @@
-"""stitch batch (engine/batch.py, engine/cluster.py): jobs files, per-row resume, index, contact sheet,
+"""stitch batch (engine/tools/batch.py, engine/cluster.py): jobs files, per-row resume, index, contact sheet,
 submitit's local executor surviving a killed worker, and the SLURM script submitit would submit."""
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.batch import BatchDefaults, read_jobs, run_batch, write_index
 from engine.cluster import ClusterOptions, parse_time, render_sbatch
-from engine.errors import StitchError
+from engine.tools.batch import BatchDefaults, read_jobs, run_batch, write_index
+from splat.errors import StitchError
 
 PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "photos"
 TINY = BatchDefaults(prompt="a scene", mode="single", max_side=48, steps=1)

@@ -1,5 +1,5 @@
-"""The geometry benchmark over many sequences (engine/bench_sequences.py), the Hypersim loader
-(engine/hypersim.py) and the rough edges a new user hit (gap, layouts, messages, columns, ETA, ticks)."""
+"""The geometry benchmark over many sequences (engine/bench/sequences.py), the Hypersim loader
+(bench/hypersim.py) and the rough edges a new user hit (gap, layouts, messages, columns, ETA, ticks)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from test_geometry_bench import F, H, W, _camera, _Counting, _frame, _write_generic
 
-from engine.bench_sequences import BenchSequence, apply_protocol, discover_sequences
-from engine.errors import StitchError
-from engine.geometry_bench import BenchConfig, build_methods, plan_sequences, render_partial_depth
-from engine.geometry_bench import run_geometry_benchmark as run
-from engine.rgbd import RGBDSequence
+from engine.bench.geometry import BenchConfig, build_methods, plan_sequences, render_partial_depth
+from engine.bench.geometry import run_geometry_benchmark as run
+from engine.bench.rgbd import RGBDSequence
+from engine.bench.sequences import BenchSequence, apply_protocol, discover_sequences
+from splat.errors import StitchError
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "rgbd"
 QUIET = BenchConfig(sweep_gaps=False, figure=False)
@@ -68,7 +68,7 @@ def _h5(path: Path, array: np.ndarray) -> None:
 def _write_hypersim(scene: Path, n: int = 3, metres_per_unit: float = 0.5) -> None:
     """A Hypersim scene in the real layout: distance-along-ray depth, OpenGL camera orientations in asset
     units, preview JPEGs. The geometry is the same wall + patch as the other synthetic scenes."""
-    from engine.hypersim import hypersim_intrinsics
+    from engine.bench.hypersim import hypersim_intrinsics
 
     K = hypersim_intrinsics(W, H)  # Hypersim's 60-degree camera at W x H
     f = K[0, 0]
@@ -101,7 +101,7 @@ def _write_hypersim(scene: Path, n: int = 3, metres_per_unit: float = 0.5) -> No
 
 def test_hypersim_loader_converts_ray_distance_to_z_and_poses_to_metres(tmp_path):
     pytest.importorskip("h5py")
-    from engine.hypersim import load_hypersim
+    from engine.bench.hypersim import load_hypersim
 
     scene = tmp_path / "ai_001_001"
     _write_hypersim(scene)
@@ -143,7 +143,7 @@ def test_root_with_many_sequences_aggregates_per_dataset_and_overall_and_resumes
     assert by_name["synthetic"] == "generic" and by_name["hypersim/ai_001_001/cam_00"] == "Hypersim"
     assert by_name["scannet/scans/scene0000_00"] == by_name["scannet/scans/scene0001_00"] == "ScanNet"
     counting = _Counting()
-    from engine.depth_classical import NearestFillCompleter
+    from engine.backends.depth_classical import NearestFillCompleter
 
     methods = {"nearest": NearestFillCompleter(), "offset": counting}
     out = tmp_path / "out"
@@ -214,7 +214,7 @@ def test_scannet_protocol_pairs_every_50th_frame_ten_frames_apart_first_50_scene
     assert len(fakes) == 50 and fakes[-1].seq.name == "scene0049_00" and fakes[0].protocol == "scannet"
     hyp = [BenchSequence(RGBDSequence("h", "hypersim", tmp_path, []), "Hypersim", "x")]
     apply_protocol(hyp, "auto")
-    from engine.bench_sequences import protocol_config
+    from engine.bench.sequences import protocol_config
 
     assert protocol_config(QUIET, hyp[0].protocol).min_coverage == 0.8
     with pytest.raises(StitchError, match="--protocol"):
@@ -272,7 +272,7 @@ def test_trajectory_log_one_level_down_is_found_or_named(tmp_path):
 
 
 def test_skip_messages_are_whole_and_the_weights_hint_fits_bench(monkeypatch):
-    from engine import geometry_bench
+    from engine.bench import geometry as geometry_bench
 
     long = (
         "model 'x/y' for depth completion is not available on this machine: run `stitch models download x` "

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.cameras import (
+from splat.cameras import (
     FULL_360_YAWS,
     Camera,
     cameras_from_json,
@@ -20,11 +20,11 @@ from engine.cameras import (
     unproject_depth,
     warp_depth,
 )
-from engine.errors import CameraPathError
+from splat.errors import CameraPathError
 
 
 def _random_camera(rng: np.random.Generator, w: int = 64, h: int = 48) -> Camera:
-    from engine.cameras import intrinsics, pose_to_world_to_camera, rotation_ypr
+    from splat.cameras import intrinsics, pose_to_world_to_camera, rotation_ypr
 
     R = rotation_ypr(*rng.uniform(-40, 40, size=3))
     return Camera(w, h, intrinsics(w, h, 55.0), pose_to_world_to_camera(R, rng.normal(size=3)))

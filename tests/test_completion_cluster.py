@@ -18,10 +18,10 @@ from typer.testing import CliRunner
 pytest.importorskip("submitit")
 pytest.importorskip("transformers")
 
-from completion.cluster import ClusterOptions, TrainJob, render_sbatch, submit_training
-from completion.depth_io import write_depth, write_mask
-from completion.masks import stroke_mask
-from completion.train import build_model, config_from_dict, fit
+from completion.training.cluster import ClusterOptions, TrainJob, render_sbatch, submit_training
+from completion.training.depth_io import write_depth, write_mask
+from completion.training.masks import stroke_mask
+from completion.training.train import build_model, config_from_dict, fit
 
 
 def _data(root: Path, n: int = 4) -> dict:
@@ -82,7 +82,7 @@ def test_cluster_fit_without_slurm_is_one_line(tmp_path, monkeypatch):
     cfg = tmp_path / "train.json"
     cfg.write_text(json.dumps({"data": _data(tmp_path / "d"), "out_dir": str(tmp_path / "run")}))
     res = CliRunner().invoke(app, ["train", "fit", str(cfg), "--slurm-partition", "gpu"])
-    from engine.errors import StitchError
+    from splat.errors import StitchError
 
     assert isinstance(res.exception, StitchError), res.output  # cli.main prints it as one line, exit 2
     msg = str(res.exception)
@@ -149,7 +149,7 @@ def test_requeued_job_resumes_automatically(tmp_path):
 
 
 def test_paths_are_made_absolute_before_submission(tmp_path, monkeypatch):
-    from completion.cluster import absolute_config
+    from completion.training.cluster import absolute_config
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "zoe").mkdir()

@@ -11,13 +11,20 @@ import torch
 
 pytest.importorskip("transformers")
 
-from completion.data import CompletionDataset, DataConfig
-from completion.depth_io import read_depth, read_mask, write_depth
-from completion.losses import completion_loss, known_mse_loss, silog_loss
-from completion.masks import MaskJob, WarpConfig, orbit_camera, render_coverage, run_masks, stroke_mask
-from completion.teacher import TeacherJob, run_teacher
-from engine.cameras import Camera, intrinsics
-from engine.errors import StitchError
+from completion.training.data import CompletionDataset, DataConfig
+from completion.training.depth_io import read_depth, read_mask, write_depth
+from completion.training.losses import completion_loss, known_mse_loss, silog_loss
+from completion.training.masks import (
+    MaskJob,
+    WarpConfig,
+    orbit_camera,
+    render_coverage,
+    run_masks,
+    stroke_mask,
+)
+from completion.training.teacher import TeacherJob, run_teacher
+from splat.cameras import Camera, intrinsics
+from splat.errors import StitchError
 
 
 def _box_scene(h=48, w=64) -> np.ndarray:
@@ -182,7 +189,7 @@ def test_marigold_teacher_through_diffusers_pipeline(tmp_path):
     from tiny_learned_models import _tiny_clip_tokenizer
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from completion.teacher import load_teacher
+    from completion.training.teacher import load_teacher
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(

@@ -15,9 +15,9 @@ import torch
 
 pytest.importorskip("transformers")
 
-from completion.depth_io import write_depth, write_mask
-from completion.masks import stroke_mask
-from completion.train import build_model, config_from_dict, fit
+from completion.training.depth_io import write_depth, write_mask
+from completion.training.masks import stroke_mask
+from completion.training.train import build_model, config_from_dict, fit
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,7 +46,11 @@ def test_two_process_ddp_matches_one_process_on_the_combined_batch(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     proc = subprocess.run(
-        [*cmd, "-m", "completion.train", str(ddp_cfg)], cwd=REPO, env=env, capture_output=True, text=True
+        [*cmd, "-m", "completion.training.train", str(ddp_cfg)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1])["step"] == 2

@@ -16,13 +16,13 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("h5py")
 
-from completion.data import CompletionDataset, DataConfig
-from completion.depth_io import read_depth
-from completion.masks import MaskJob, WarpConfig, run_masks
-from completion.sources import SourceSpec, list_items
-from completion.teacher import TeacherJob, run_teacher
-from completion.train import build_model, config_from_dict, fit, read_log
-from engine.errors import StitchError
+from completion.training.data import CompletionDataset, DataConfig
+from completion.training.depth_io import read_depth
+from completion.training.masks import MaskJob, WarpConfig, run_masks
+from completion.training.sources import SourceSpec, list_items
+from completion.training.teacher import TeacherJob, run_teacher
+from completion.training.train import build_model, config_from_dict, fit, read_log
+from splat.errors import StitchError
 
 H, W = 40, 56  # a tiny "640x480" frame
 
@@ -177,7 +177,7 @@ def _tiny_zoedepth(folder: Path) -> Path:
     from transformers import ZoeDepthConfig, ZoeDepthForDepthEstimation
     from transformers.models.zoedepth.image_processing_pil_zoedepth import ZoeDepthImageProcessorPil
 
-    from completion.model import tiny_zoedepth_dict
+    from completion.network.model import tiny_zoedepth_dict
 
     d = tiny_zoedepth_dict()
     d["backbone_config"]["num_channels"] = 3

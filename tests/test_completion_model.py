@@ -9,14 +9,14 @@ import torch
 
 pytest.importorskip("transformers")
 
-from completion.checkpoint import (
+from completion.network.checkpoint import (
     hf_to_original,
     original_to_hf,
     read_original_checkpoint,
     save_original_checkpoint,
 )
-from completion.model import DepthCompletionModel, tiny_zoedepth_dict
-from engine.errors import ModelUnavailableError, StitchError
+from completion.network.model import DepthCompletionModel, tiny_zoedepth_dict
+from splat.errors import ModelUnavailableError, StitchError
 
 
 def _spread(model: DepthCompletionModel, seed: int = 0) -> DepthCompletionModel:

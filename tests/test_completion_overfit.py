@@ -8,7 +8,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-from completion.overfit import overfit_frame
+from completion.training.overfit import overfit_frame
 
 
 def test_tiny_model_memorises_one_real_frame_better_than_classical(tmp_path, shared_data):

@@ -9,10 +9,10 @@ import pytest
 
 pytest.importorskip("submitit")
 
-from completion.depth_io import finished_stems, write_depth
-from completion.masks import MaskJob, WarpConfig
-from completion.shard import ShardOptions, run_shards
-from engine.errors import StitchError
+from completion.training.depth_io import finished_stems, write_depth
+from completion.training.masks import MaskJob, WarpConfig
+from completion.training.shard import ShardOptions, run_shards
+from splat.errors import StitchError
 
 
 def test_two_shard_local_mask_job_writes_every_file_once(tmp_path):
@@ -61,9 +61,9 @@ def test_slurm_without_partition_is_a_clear_error(tmp_path):
 
 
 def test_data_prep_shards_requeue_themselves_with_the_training_options(tmp_path):
-    from completion.cluster import render_sbatch
-    from completion.shard import cluster_options
-    from completion.teacher import TeacherJob
+    from completion.training.cluster import render_sbatch
+    from completion.training.shard import cluster_options
+    from completion.training.teacher import TeacherJob
 
     for job in (MaskJob("depth", "masks", shard=1, num_shards=4), TeacherJob("imgs", "out", "gt", shard=2)):
         again = job.checkpoint()  # submitit calls this on time-out / preemption, then requeues it

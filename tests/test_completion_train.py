@@ -13,12 +13,12 @@ from typer.testing import CliRunner
 
 pytest.importorskip("transformers")
 
-from completion.data import CompletionDataset
-from completion.losses import completion_loss
-from completion.masks import MaskJob, WarpConfig, run_masks
-from completion.model import DepthCompletionModel
-from completion.teacher import TeacherJob, run_teacher
-from completion.train import build_model, config_from_dict, fit, read_log
+from completion.network.model import DepthCompletionModel
+from completion.training.data import CompletionDataset
+from completion.training.losses import completion_loss
+from completion.training.masks import MaskJob, WarpConfig, run_masks
+from completion.training.teacher import TeacherJob, run_teacher
+from completion.training.train import build_model, config_from_dict, fit, read_log
 
 STEPS = 6
 
@@ -121,7 +121,7 @@ def test_resume_continues_from_the_same_step(run, tmp_path):
 
 
 def test_trained_model_loads_through_generate_depth_path(run):
-    from engine.backends import build_depth_completer
+    from engine.backends.registry import build_depth_completer
 
     _, cfg, _ = run
     completer = build_depth_completer(cfg.out_dir + "/model")  # what `stitch generate --depth PATH` builds
@@ -137,8 +137,8 @@ def test_trained_model_loads_through_generate_depth_path(run):
 
 def test_resume_refuses_a_trainer_state_with_pickled_code(tmp_path):
     """A trainer.pt carrying pickled code is refused with one clear error; the code never runs."""
-    from completion.train import load_checkpoint
-    from engine.errors import StitchError
+    from completion.training.train import load_checkpoint
+    from splat.errors import StitchError
 
     marker = tmp_path / "ran"
 
@@ -170,7 +170,7 @@ def test_resume_on_a_finished_run_says_so_and_changes_nothing(run):
 
 
 def test_reusing_an_out_dir_without_resume_is_refused(run):
-    from engine.errors import StitchError
+    from splat.errors import StitchError
 
     root, cfg, _ = run
     with pytest.raises(StitchError, match=r"already holds a training run \(step 6\); pass --resume"):
@@ -197,9 +197,9 @@ def test_extending_a_finished_run_rebuilds_the_schedule(run, tmp_path):
 
 def test_logged_validation_is_the_number_bench_reports(run):
     """val_mae in log.csv comes from the generate/bench inference path (padding, flip, scaling 0.5)."""
-    from completion.evaluate import rgbd_val_samples
-    from engine.backends import build_depth_completer
-    from engine.geometry_bench import depth_metrics
+    from completion.training.evaluate import rgbd_val_samples
+    from engine.backends.registry import build_depth_completer
+    from engine.bench.geometry import depth_metrics
 
     root, cfg, _ = run
     samples = rgbd_val_samples(cfg.val_rgbd, cfg.val_max_pairs, None, renderer="points", seed=cfg.seed)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from render_reference import H, W, random_scene, two_cameras
 
-from splat.cpu_raster import rasterize
+from splat.cpu.raster import rasterize
 from splat.gaussians import Gaussians
 from splat.render import render
 

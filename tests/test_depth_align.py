@@ -1,12 +1,12 @@
-"""Global scale & shift alignment (engine/depth_align.py)."""
+"""Global scale & shift alignment (engine/backends/depth_align.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from engine.depth_align import align_scale_shift, estimate_alignment
-from engine.errors import StitchError
+from engine.backends.depth_align import align_scale_shift, estimate_alignment
+from splat.errors import StitchError
 
 
 def _scene(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -8,16 +8,16 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.depth import DepthCompleter
-from engine.depth_baselines import InterpolationCompleter, ScaleShiftAligned, ZeroKnownMonocular
-from engine.depth_classical import (
+from engine.backends.depth import DepthCompleter
+from engine.backends.depth_baselines import InterpolationCompleter, ScaleShiftAligned, ZeroKnownMonocular
+from engine.backends.depth_classical import (
     METHODS,
     ClassicalDepthCompleter,
     NearestFillCompleter,
     SceneDepthPrior,
     load_depth_file,
 )
-from engine.errors import StitchError
+from splat.errors import StitchError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 H, W = 48, 64
@@ -212,8 +212,8 @@ def _score_real_pair(folder: str, frame_i: str, frame_j: str) -> dict[str, dict[
     root = SHARED / "rgbd" / folder
     if not root.is_dir():
         pytest.skip("shared RGB-D data not present")
-    from engine.geometry_bench import depth_metrics, render_partial_depth
-    from engine.rgbd import load_rgbd_sequence
+    from engine.bench.geometry import depth_metrics, render_partial_depth
+    from engine.bench.rgbd import load_rgbd_sequence
 
     seq = load_rgbd_sequence(root)
     names = [f.name for f in seq.frames]

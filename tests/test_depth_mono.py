@@ -10,9 +10,9 @@ pytest.importorskip("transformers")
 
 from tiny_learned_models import make_tiny_depth_anything
 
-from engine.backends import build_depth_completer
-from engine.depth import DepthCompleter
-from engine.errors import StitchError
+from engine.backends.depth import DepthCompleter
+from engine.backends.registry import build_depth_completer
+from splat.errors import StitchError
 
 H, W = 33, 47
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import engine.device as device_mod
-from completion.train import DistInfo, TrainConfig, _amp_dtype, _process_device, config_from_dict
+from completion.training.train import DistInfo, TrainConfig, _amp_dtype, _process_device, config_from_dict
+from engine.backends.models import ResolvedModel, model_load_errors
 from engine.device import check_gsplat, dtype_kwargs, resolve_device
-from engine.errors import StitchError
-from engine.models import ResolvedModel, model_load_errors
+from splat.errors import StitchError
 
 
 @pytest.fixture

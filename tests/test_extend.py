@@ -16,9 +16,7 @@ import torch
 from typer.testing import CliRunner
 
 from cli import app, main
-from engine.cameras import load_camera_path, save_camera_path
 from engine.config import GenerateConfig, OptimConfig
-from engine.errors import StitchError
 from engine.extend import (
     ViewRefusedError,
     cameras_from_options,
@@ -28,7 +26,9 @@ from engine.extend import (
     undo_last,
 )
 from engine.run import run_generate
-from splat.io import load_scene
+from splat.cameras import load_camera_path, save_camera_path
+from splat.errors import StitchError
+from splat.formats.io import load_scene
 from splat.render import render_camera
 
 MAX_SIDE, STEPS, PROMPT = 64, 3, "a street"

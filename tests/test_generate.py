@@ -15,10 +15,10 @@ import torch
 from typer.testing import CliRunner
 
 from cli import app
-from engine.cameras import trajectory
 from engine.config import FusionConfig, GenerateConfig, OptimConfig
 from engine.run import run_generate
 from engine.rundir import RunDirectory
+from splat.cameras import trajectory
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""Scene-geometry benchmark (engine/geometry_bench.py) and RGB-D loaders (engine/rgbd.py)."""
+"""Scene-geometry benchmark (engine/bench/geometry.py) and RGB-D loaders (engine/bench/rgbd.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from engine.cameras import Camera, pixel_grid, pose_to_world_to_camera, rotation_ypr
-from engine.errors import StitchError
-from engine.geometry_bench import (
+from engine.bench.geometry import (
     BenchConfig,
     default_gap,
     depth_metrics,
@@ -20,7 +18,9 @@ from engine.geometry_bench import (
     run_geometry_benchmark,
     select_pairs,
 )
-from engine.rgbd import RGBDFrame, detect_layout, load_rgbd_sequence
+from engine.bench.rgbd import RGBDFrame, detect_layout, load_rgbd_sequence
+from splat.cameras import Camera, pixel_grid, pose_to_world_to_camera, rotation_ypr
+from splat.errors import StitchError
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "rgbd"
 W, H, F = 64, 48, 60.0
@@ -177,7 +177,7 @@ def test_run_writes_tables_figure_and_resumes(tmp_path):
     seq = load_rgbd_sequence(data)
     assert seq.layout == "generic" and len(seq) == 4
     np.testing.assert_allclose(seq.load(0).camera.K[0, 2], W / 2)  # OpenCV cx + 0.5
-    from engine.depth_classical import NearestFillCompleter
+    from engine.backends.depth_classical import NearestFillCompleter
 
     counting = _Counting()
     methods = {"nearest": NearestFillCompleter(), "offset": counting}
@@ -276,7 +276,7 @@ def test_real_folders_load_with_consistent_poses(redkitchen):
 
 
 def test_learned_backends_plug_in_as_depth_specs(tmp_path):
-    """`depth:SPEC` runs any --depth backend through engine.backends: here a tiny monocular model (the tiny
+    """`depth:SPEC` runs any --depth backend via the backend registry: here a tiny monocular model (the tiny
     completion network takes the same path but needs ~10 s per call on CPU)."""
     from tiny_learned_models import make_tiny_depth_anything
 

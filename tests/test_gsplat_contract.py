@@ -25,10 +25,10 @@ gsplat = pytest.importorskip("gsplat")
 
 import splat.render as splat_render  # noqa: E402
 from engine.config import GenerateConfig, OptimConfig  # noqa: E402
-from engine.errors import StitchError  # noqa: E402
-from engine.refine import RefineConfig, refine_run  # noqa: E402
 from engine.run import run_generate  # noqa: E402
-from splat.cpu_raster import rasterize_rgbd  # noqa: E402
+from engine.tools.refine import RefineConfig, refine_run  # noqa: E402
+from splat.cpu.raster import rasterize_rgbd  # noqa: E402
+from splat.errors import StitchError  # noqa: E402
 from splat.gaussians import Gaussians  # noqa: E402
 from splat.optimize import mcmc_regularizers  # noqa: E402
 from splat.strategy import make_strategy  # noqa: E402
@@ -126,7 +126,7 @@ def _gaussians(n=300, seed=0) -> Gaussians:
 
 
 def test_stand_in_keeps_gsplats_contract_and_matches_the_cpu_renderer(fake_gsplat):
-    from engine.cameras import trajectory
+    from splat.cameras import trajectory
 
     g = _gaussians()
     cam = trajectory("single", 40, 32)[0]
@@ -165,8 +165,8 @@ def _generate(photo, out, steps=4):
 
 @pytest.mark.slow
 def test_generation_render_video_and_refine_run_through_gsplat(fake_gsplat, tmp_path):
-    from engine.render_cli import render_scene_to_png
-    from engine.video import make_video
+    from engine.tools.render import render_scene_to_png
+    from engine.tools.video import make_video
 
     photo = _photo(tmp_path)
     result = _generate(photo, tmp_path / "gpu")
@@ -232,7 +232,7 @@ def test_default_strategy_resets_opacity_and_prunes_oversized_within_a_1000_step
     optimizers = {k: torch.optim.Adam([p], lr=1e-3) for k, p in params.items()}
     state = strategy.initialize_state(scene_scale=10.0)  # prune above 0.1 x 10 = 1 m
     strategy.grow_grad2d = 1e9  # no growth in this test: only the reset and the pruning are looked at
-    from engine.cameras import trajectory
+    from splat.cameras import trajectory
 
     cam = trajectory("single", 32, 24)[0]
 

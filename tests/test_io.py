@@ -14,9 +14,8 @@ import plyfile
 import pytest
 import torch
 
-from engine.errors import StitchError
-from splat.gaussians import SH_C0, Gaussians
-from splat.io import (
+from splat.errors import StitchError
+from splat.formats.io import (
     SceneFileError,
     load_ply,
     load_scene,
@@ -28,9 +27,10 @@ from splat.io import (
     save_spz,
     scene_info,
 )
-from splat.ply import ply_property_names
+from splat.formats.ply import ply_property_names
+from splat.formats.spz import SH_FLIP_RDF_RUB
+from splat.gaussians import SH_C0, Gaussians
 from splat.sh import sh_bases
-from splat.spz import SH_FLIP_RDF_RUB
 
 torch.set_num_threads(1)
 
@@ -202,7 +202,7 @@ def test_save_is_atomic_and_leaves_no_temp_files(tmp_path, monkeypatch):
     def broken_fsync(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("splat.scene_arrays.os.fsync", broken_fsync)
+    monkeypatch.setattr("splat.formats.scene_arrays.os.fsync", broken_fsync)
     with pytest.raises(SceneFileError, match="No space left"):
         save_ply(make_gaussians(n=500, degree=3), path)
     monkeypatch.undo()

@@ -18,8 +18,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from splat.formats.io import SceneFileError, load_scene, save_scene, save_spz
 from splat.gaussians import Gaussians
-from splat.io import SceneFileError, load_scene, save_scene, save_spz
 
 try:
     import zstandard

@@ -24,8 +24,8 @@ pytest.importorskip("skimage")
 pytest.importorskip("trimesh")
 
 from engine.config import GenerateConfig, OptimConfig
-from engine.mesh_export import MeshConfig, export_run_mesh
 from engine.run import run_generate
+from engine.tools.mesh_export import MeshConfig, export_run_mesh
 from viewer.chromium import HeadlessChromium, find_chromium
 
 REPO = Path(__file__).resolve().parents[1]

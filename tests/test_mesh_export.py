@@ -17,10 +17,9 @@ pytest.importorskip("trimesh")
 
 import trimesh
 
-from engine.cameras import Camera, intrinsics, project_points, trajectory
 from engine.config import GenerateConfig, OptimConfig
-from engine.errors import StitchError
-from engine.mesh_export import (
+from engine.run import run_generate
+from engine.tools.mesh_export import (
     MeshConfig,
     RunViews,
     depth_agreement,
@@ -30,7 +29,8 @@ from engine.mesh_export import (
     render_mesh_depth,
     to_axes,
 )
-from engine.run import run_generate
+from splat.cameras import Camera, intrinsics, project_points, trajectory
+from splat.errors import StitchError
 
 REPO = Path(__file__).resolve().parents[1]
 # Measured on the Kyoto stage run at 96 px: median 0.3 % (the check in export's report); bound with margin.
@@ -119,7 +119,7 @@ def test_bad_mesh_options_and_inputs_are_one_line_errors(run_dir, tmp_path):
         export_run_mesh(run_dir, tmp_path / "m.fbx", MeshConfig())
     empty = tmp_path / "not-a-run"
     empty.mkdir()
-    from engine.export_cli import export_mesh, export_scene
+    from engine.tools.export import export_mesh, export_scene
 
     with pytest.raises(StitchError, match="run directory"):
         export_mesh(run_dir / "scene.ply", tmp_path / "m.glb")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import models
-from engine.errors import ModelUnavailableError, StitchError
+from engine.backends import models
+from splat.errors import ModelUnavailableError, StitchError
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

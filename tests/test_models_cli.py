@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from engine.errors import ModelUnavailableError
+from splat.errors import ModelUnavailableError
 
 runner = CliRunner()
 

@@ -10,10 +10,10 @@ pytest.importorskip("transformers")
 
 from tiny_learned_models import make_tiny_completion
 
-from completion.model import DepthCompletionModel
-from engine.backends import build_depth_completer
-from engine.depth import DepthCompleter
-from engine.depth_network import NetworkDepthCompleter, NetworkDepthConfig
+from completion.network.model import DepthCompletionModel
+from engine.backends.depth import DepthCompleter
+from engine.backends.depth_network import NetworkDepthCompleter, NetworkDepthConfig
+from engine.backends.registry import build_depth_completer
 
 H, W = 37, 53
 
@@ -77,7 +77,7 @@ def test_padding_changes_the_borders_only_through_context(folder):
 
 
 def test_invisible_stitch_checkpoint_in_original_naming_loads_through_the_registry(folder, tmp_path):
-    from completion.checkpoint import save_original_checkpoint
+    from completion.network.checkpoint import save_original_checkpoint
 
     model = DepthCompletionModel.from_pretrained(folder)
     save_original_checkpoint(model, tmp_path / "invisible-stitch.pt")

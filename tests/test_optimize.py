@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from engine.cameras import yaw_cameras
-from engine.errors import StitchError
+from splat.cameras import yaw_cameras
 from splat.densify_ops import clone, remove, split
+from splat.errors import StitchError
 from splat.gaussians import PARAM_KEYS, Gaussians
 from splat.losses import psnr
 from splat.optimize import (

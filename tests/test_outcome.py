@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
+from engine.backends.outpaint import ClassicalOutpainter, MirrorOutpainter, push_pull_fill
 from engine.outcome import (
     LUMINANCE_RANGE,
     detail_ratio,
@@ -19,7 +20,6 @@ from engine.outcome import (
     repetition_score,
     seam_colour_step,
 )
-from engine.outpaint import ClassicalOutpainter, MirrorOutpainter, push_pull_fill
 
 PHOTOS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "photos"
 KYOTO = PHOTOS / "photo-1667788000333-4e36f948de9a.jpeg"

@@ -10,9 +10,9 @@ pytest.importorskip("diffusers")
 
 from tiny_learned_models import make_tiny_asymmetric_vae, make_tiny_inpaint_pipeline
 
-from engine.backends import build_outpainter
-from engine.errors import StitchError
-from engine.outpaint import Outpainter
+from engine.backends.outpaint import Outpainter
+from engine.backends.registry import build_outpainter
+from splat.errors import StitchError
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,13 @@ import torch
 from typer.testing import CliRunner
 
 from cli import app
-from engine.cameras import yaw_cameras
 from engine.config import GenerateConfig, OptimConfig
-from engine.errors import StitchError
-from engine.quality_report import jitter_camera, reproject
-from engine.refine import RefineCheckpoint, RefineConfig, load_run, refine_run
 from engine.run import run_generate
-from splat.io import load_scene
+from engine.tools.quality_report import jitter_camera, reproject
+from engine.tools.refine import RefineCheckpoint, RefineConfig, load_run, refine_run
+from splat.cameras import yaw_cameras
+from splat.errors import StitchError
+from splat.formats.io import load_scene
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = RefineConfig(steps=24, checkpoint_every=8)

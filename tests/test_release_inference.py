@@ -14,9 +14,9 @@ import pytest
 import torch
 from torch import nn
 
-from completion.model import DepthCompletionModel
-from engine.depth_network import NetworkDepthCompleter, NetworkDepthConfig
-from engine.errors import StitchError
+from completion.network.model import DepthCompletionModel
+from engine.backends.depth_network import NetworkDepthCompleter, NetworkDepthConfig
+from splat.errors import StitchError
 
 
 class _ConstantZoe(nn.Module):

@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.cameras import trajectory
+from engine.backends.depth_classical import ClassicalDepthCompleter
+from engine.backends.outpaint import ClassicalOutpainter
 from engine.config import PRESETS, RELEASE_OPACITY, generate_config_from_cli
-from engine.depth_classical import ClassicalDepthCompleter
-from engine.outpaint import ClassicalOutpainter
 from engine.pipeline import StitchPipeline
+from splat.cameras import trajectory
 from splat.gaussians import knn_mean_distance
 
 
@@ -83,8 +83,8 @@ def test_stitch_generate_preset_release_end_to_end_with_tiny_models(tmp_path, mo
     from typer.testing import CliRunner
 
     from cli import app
-    from completion.checkpoint import save_original_checkpoint
-    from completion.model import DepthCompletionModel
+    from completion.network.checkpoint import save_original_checkpoint
+    from completion.network.model import DepthCompletionModel
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))

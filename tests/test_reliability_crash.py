@@ -46,7 +46,7 @@ def assert_run_dir_whole(run_dir: Path, allow_temp: bool) -> int:
     """Every file under its final name is complete (parses in full); returns the checkpoint's views_done."""
     from safetensors.torch import load_file
 
-    from splat.io import load_scene
+    from splat.formats.io import load_scene
 
     manifest = run_dir / "manifest.json"
     if manifest.exists():

@@ -28,7 +28,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reliability_harness import run_cli_many, save_photo
 
-from engine.errors import StitchError
+from splat.errors import StitchError
 
 TINY = ["--mode", "single", "--max-side", "64", "--steps", "2", "-q"]
 
@@ -184,7 +184,7 @@ def test_damaged_checkpoint_never_replaces_a_finished_scene(finished_run, tmp_pa
 
 
 def test_viewer_saves_paths_in_their_own_folder_and_never_over_run_files(tmp_path):
-    from engine.cameras import trajectory
+    from splat.cameras import trajectory
     from viewer.path_recorder import PathRecorder, check_path_name
     from viewer.server import ViewerConfig
 
@@ -257,7 +257,7 @@ def _frames(n: int, w: int = 64, h: int = 48, fail_at: int | None = None):
 
 
 def test_video_writes_are_atomic_and_name_the_file(tmp_path):
-    from engine.video import write_video
+    from engine.tools.video import write_video
 
     good = write_video(_frames(5), tmp_path / "v.gif", fps=10)
     before = good.read_bytes()
@@ -272,7 +272,7 @@ def test_video_writes_are_atomic_and_name_the_file(tmp_path):
 
 
 def test_truncated_mp4_is_detected(tmp_path):
-    from engine.video import _check_mp4, ffmpeg_available, write_video
+    from engine.tools.video import _check_mp4, ffmpeg_available, write_video
 
     if not ffmpeg_available():
         pytest.skip("no ffmpeg in this install")
@@ -305,7 +305,7 @@ def _peak_rss_mib(fn) -> float:
 
 
 def test_gif_memory_stays_flat_with_many_frames(tmp_path):
-    from engine.video import write_video
+    from engine.tools.video import write_video
 
     grown = _peak_rss_mib(lambda: write_video(_frames(300, 320, 240), tmp_path / "long.gif", fps=30))
     all_frames = 300 * 320 * 240 * 3 / 2**20  # 66 MiB of RGB; Pillow's save_all kept every frame
@@ -318,7 +318,7 @@ def test_gif_memory_stays_flat_with_many_frames(tmp_path):
 
 
 def test_camera_path_rejects_bad_last_row_and_huge_numbers(tmp_path):
-    from engine.cameras import load_camera_path
+    from splat.cameras import load_camera_path
 
     cases = {
         "row": {"cameras": [{"world_to_camera": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 1, 1]]}]},
@@ -371,9 +371,9 @@ def test_big_photo_is_box_reduced_before_mode_conversion(tmp_path):
 
 
 def test_scene_readers_cap_points_and_bytes_before_reading(tmp_path, monkeypatch):
-    import splat.scene_arrays as sa
+    import splat.formats.scene_arrays as sa
+    from splat.formats.io import load_scene, save_scene
     from splat.gaussians import Gaussians
-    from splat.io import load_scene, save_scene
 
     n = 2000
     params = {
@@ -406,7 +406,7 @@ def test_viewer_render_size_is_bounded_whatever_the_client_aspect():
 
 
 def test_refine_step_is_never_cut_in_half_by_ctrl_c():
-    from engine.refine import _whole_step
+    from engine.tools.refine import _whole_step
 
     done = []
     with pytest.raises(KeyboardInterrupt), _whole_step():

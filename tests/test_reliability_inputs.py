@@ -309,8 +309,8 @@ class _Marker:
 
 
 def _scene_files(d: Path, files: dict[str, Path]) -> None:
+    from splat.formats.io import save_scene
     from splat.gaussians import Gaussians
-    from splat.io import save_scene
 
     g = torch.Generator().manual_seed(0)
     n = 50
@@ -497,7 +497,7 @@ def test_input_matrix(matrix, case: Case):
         assert r.code == 0, r.stderr
         assert r.stderr_lines == [], r.stderr  # -q: nothing on stderr at all
         if r.args[0] == "generate" and "--resume" not in r.args:
-            from splat.io import load_scene
+            from splat.formats.io import load_scene
 
             scene = matrix.out / case.name / "scene.ply"
             assert len(load_scene(scene)) > 100
@@ -598,7 +598,7 @@ def test_non_utf8_path_in_a_cold_process(tmp_path):
     out = bytes(tmp_path) + b"/out-\xff/scene.ply"
     proc = run_cli([b"generate", photo_bytes, *[a.encode() for a in TINY], b"-o", out])
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
-    from splat.io import load_scene
+    from splat.formats.io import load_scene
 
     assert len(load_scene(out.decode("utf-8", "surrogateescape"))) > 100
     with open(bytes(tmp_path) + b"/out-\xff/manifest.json", "rb") as f:

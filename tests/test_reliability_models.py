@@ -109,8 +109,8 @@ def build_models(root: Path, marker: Path) -> None:
     from safetensors.torch import load_file, save_file
     from tiny_learned_models import make_tiny_completion, make_tiny_depth_anything, make_tiny_inpaint_pipeline
 
-    from completion.checkpoint import hf_to_original, save_original_checkpoint
-    from completion.model import DepthCompletionModel
+    from completion.network.checkpoint import hf_to_original, save_original_checkpoint
+    from completion.network.model import DepthCompletionModel
 
     torch.set_num_threads(1)
     net = make_tiny_completion(root / "net")
@@ -217,7 +217,13 @@ def matrix(tmp_path_factory) -> Matrix:
         for c in CASES
     ]
     env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(d / "empty-hf-cache")}
-    preload = ("completion.model", "transformers", "diffusers", "engine.depth_network", "engine.depth_mono")
+    preload = (
+        "completion.network.model",
+        "transformers",
+        "diffusers",
+        "engine.backends.depth_network",
+        "engine.backends.depth_mono",
+    )
     results = run_cli_many(cases, d / "cli", env=env, preload=preload)
     return Matrix(dict(zip([c.name for c in CASES], results, strict=True)), d, marker)
 
@@ -249,14 +255,14 @@ def test_the_marker_would_catch_unsafe_unpickling(matrix, tmp_path):
 def test_project_loaders_refuse_pickled_code(matrix, tmp_path):
     """The completion checkpoint reader and the training-checkpoint loader (weights_only=True) refuse a
     pickled object with a clear error; the code never runs."""
-    from completion.checkpoint import read_original_checkpoint
-    from engine.errors import StitchError
+    from completion.network.checkpoint import read_original_checkpoint
+    from splat.errors import StitchError
 
     with pytest.raises(StitchError, match="safely"):
         read_original_checkpoint(matrix.root / "models" / "pt" / "evil.pt")
 
-    from completion.model import DepthCompletionModel
-    from completion.train import load_checkpoint
+    from completion.network.model import DepthCompletionModel
+    from completion.training.train import load_checkpoint
 
     model = DepthCompletionModel.tiny()
     ckpt = tmp_path / "step_1"

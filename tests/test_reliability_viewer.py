@@ -58,8 +58,8 @@ def test_cli_defaults_bind_loopback():
 
 def test_stitch_view_listens_on_127_0_0_1_only(tmp_path):
     """`stitch view` in its own process: the only listening socket on its port is 127.0.0.1."""
+    from splat.formats.io import save_scene
     from splat.gaussians import Gaussians
-    from splat.io import save_scene
 
     g = torch.Generator().manual_seed(0)
     n = 200

@@ -9,8 +9,8 @@ import pytest
 import torch
 from render_reference import H, W, dense_render, random_scene, two_cameras
 
-from engine.cameras import Camera, intrinsics
-from engine.errors import StitchError
+from splat.cameras import Camera, intrinsics
+from splat.errors import StitchError
 from splat.gaussians import Gaussians, rgb_to_sh0
 from splat.render import render, render_camera
 

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from engine.errors import StitchError
-from engine.export_cli import export_scene, read_options
+from engine.tools.export import export_scene, read_options
+from splat.errors import StitchError
+from splat.formats.io import load_scene, save_scene, scene_info
 from splat.gaussians import Gaussians
-from splat.io import load_scene, save_scene, scene_info
 
 REPO = Path(__file__).resolve().parents[1]
 JS = REPO / "tests" / "js" / "node_modules"
@@ -130,7 +130,7 @@ def test_info_says_the_frame_and_version_is_checked(scene_ply, tmp_path):
 
 def test_render_and_view_read_the_spz_in_the_frame_given(scene_ply, tmp_path):
     """`stitch render/view --spz-axes rub` show a y-up .spz like the .ply it came from."""
-    from engine.render_cli import render_scene_to_png
+    from engine.tools.render import render_scene_to_png
     from viewer.saved import load_saved
 
     spz = tmp_path / "scene.spz"

@@ -18,10 +18,10 @@ pytest.importorskip("diffusers")
 
 from tiny_learned_models import _tiny_clip_tokenizer
 
+from engine.backends.text_to_image import generate_first_view, plan_text_to_image
 from engine.config import GenerateConfig
-from engine.errors import StitchError
 from engine.run import run_generate
-from engine.text_to_image import generate_first_view, plan_text_to_image
+from splat.errors import StitchError
 
 REPO = Path(__file__).resolve().parents[1]
 

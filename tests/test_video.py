@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-import engine.video as video
-from engine.cameras import trajectory, yaw_cameras
-from engine.errors import StitchError
-from engine.video import make_video, pose_distance, smooth_path, tour_order, write_video
+import engine.tools.video as video
+from engine.tools.video import make_video, pose_distance, smooth_path, tour_order, write_video
+from splat.cameras import trajectory, yaw_cameras
+from splat.errors import StitchError
+from splat.formats.io import save_scene
 from splat.gaussians import Gaussians
-from splat.io import save_scene
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -15,8 +15,8 @@ from PIL import Image
 
 pytest.importorskip("viser")
 
-from engine.cameras import load_camera_path, trajectory, unproject_depth
 from engine.events import PipelineEvent
+from splat.cameras import load_camera_path, trajectory, unproject_depth
 from splat.gaussians import Gaussians
 from viewer.chromium import HeadlessChromium, find_chromium
 from viewer.convert import camera_from_viser

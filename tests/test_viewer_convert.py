@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from engine.cameras import Camera, load_camera_path, look_at, project_points, save_camera_path, trajectory
+from splat.cameras import Camera, load_camera_path, look_at, project_points, save_camera_path, trajectory
 from splat.gaussians import Gaussians
 from viewer.convert import (
     camera_from_viser,

@@ -14,9 +14,9 @@ from PIL import Image
 
 pytest.importorskip("viser")
 
-from engine.cameras import trajectory, unproject_depth
 from engine.config import OptimConfig
 from engine.events import PipelineEvent
+from splat.cameras import trajectory, unproject_depth
 from splat.gaussians import Gaussians
 from viewer.server import LiveViewer, ViewerConfig, start_live_viewer
 
@@ -222,7 +222,7 @@ class _FlatDepth:
 
 
 def test_clients_connecting_and_dropping_mid_generation_do_not_change_the_scene(photo):
-    from engine.outpaint import ClassicalOutpainter
+    from engine.backends.outpaint import ClassicalOutpainter
     from engine.pipeline import StitchPipeline
 
     image = photo.astype(np.float32) / 255.0

@@ -18,9 +18,9 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.cameras import Camera, intrinsics
 from engine.config import FusionConfig, GenerateConfig
 from engine.run import run_generate
+from splat.cameras import Camera, intrinsics
 from splat.gaussians import Gaussians
 from splat.optimize import MIN_SIGMA_PX, Trainer, TrainView
 

@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 pytest.importorskip("viser")
 
-from engine.cameras import Camera
 from engine.config import PRESETS, OptimConfig
-from engine.errors import StitchError
+from splat.cameras import Camera
+from splat.errors import StitchError
 from viewer.saved import load_saved, serve_saved
 
 

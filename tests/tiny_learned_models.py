@@ -162,11 +162,11 @@ def make_tiny_depth_anything(folder: Path, metric: bool = False, seed: int = 0) 
 
 
 def make_tiny_completion(folder: Path, seed: int = 0) -> Path:
-    """The depth completion network (completion/model.py) at test size, saved with save_pretrained.
+    """The depth completion network (completion/network/model.py) at test size, saved with save_pretrained.
 
     Its layers are re-initialised with unit-gain normal weights so the random network's output varies across
     the image (the default small init gives a nearly constant map, which would hide flips and crops)."""
-    from completion.model import DepthCompletionModel
+    from completion.network.model import DepthCompletionModel
 
     model = DepthCompletionModel.tiny(seed=seed)
     with torch.no_grad():

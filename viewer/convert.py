@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.cameras import Camera
+from splat.cameras import Camera
 
 SH_C0 = 0.28209479177387814
 

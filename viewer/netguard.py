@@ -21,7 +21,7 @@ import threading
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
-from engine.errors import StitchError
+from splat.errors import StitchError
 
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
 _patch_lock = threading.Lock()

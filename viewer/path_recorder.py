@@ -1,4 +1,4 @@
-"""Record a camera path in the browser: keyframes from the client camera, saved as engine.cameras' JSON.
+"""Record a camera path in the browser: keyframes from the client camera, saved as splat.cameras' JSON.
 
 The file is the same format `stitch generate --path` and `stitch video` read (`save_camera_path`). Keyframes
 are taken at a reference size (the run's image size when known) with the client's vertical field of view.
@@ -12,8 +12,8 @@ import re
 import threading
 from pathlib import Path
 
-from engine.cameras import Camera, save_camera_path
-from engine.errors import StitchError
+from splat.cameras import Camera, save_camera_path
+from splat.errors import StitchError
 from viewer.convert import camera_from_viser, camera_to_viser
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}\.json$")

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor
 
-from engine.cameras import Camera
-from engine.errors import StitchError
+from splat.cameras import Camera
+from splat.errors import StitchError
 
 
 @dataclass
@@ -43,13 +43,13 @@ def load_saved(path: str | Path, spz_axes: str = "rdf") -> SavedScene:
 
 
 def _load_scene_file(path: Path, spz_axes: str = "rdf") -> dict[str, Tensor]:
-    from splat.io import load_scene
+    from splat.formats.io import load_scene
 
     try:
         return load_scene(path, axes=spz_axes).tensors()
     except StitchError:
         raise
-    except ValueError as exc:  # splat.io's SceneFileError names the file and the problem
+    except ValueError as exc:  # splat.formats.io's SceneFileError names the file and the problem
         raise StitchError(str(exc)) from exc
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from engine.cameras import Camera
+from splat.cameras import Camera
 from viewer.convert import SplatArrays, camera_to_viser, chunk_slices, thumbnail
 
 SPLAT_ROOT = "/scene/splats"

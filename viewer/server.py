@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.cameras import Camera
-from engine.errors import StitchError
 from engine.events import PipelineEvent
+from splat.cameras import Camera
+from splat.errors import StitchError
 from viewer.background import BackgroundRenderer, default_device
 from viewer.convert import overview_pose, preview_splats
 from viewer.netguard import check_bind, exposure_note, origin_guard

@@ -13,8 +13,8 @@ import logging
 import threading
 from pathlib import Path
 
-from engine.cameras import Camera
-from engine.errors import StitchError
+from splat.cameras import Camera
+from splat.errors import StitchError
 from viewer.path_recorder import client_camera
 
 log = logging.getLogger("stitch.viewer")

@@ -1,0 +1,1 @@
+"""Scene tools built on the loop: refine, render, export (.ply/.splat/.spz/mesh), video, batch."""

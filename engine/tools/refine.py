@@ -1,0 +1,414 @@
+"""`stitch refine`: re-optimise a finished run's Gaussians against its views, resumably, with a report.
+
+Reads RUN_DIR (manifest cameras, views/view_XXX.png, depth_XXX.npy, new_XXX.png, checkpoint/), writes
+    RUN_DIR/refine/state.json + trainer.safetensors   resumable refinement state (every `checkpoint_every`)
+    RUN_DIR/refined.ply                               the refined scene
+    RUN_DIR/quality.json                              PSNR/SSIM before and after (engine.tools.quality_report)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from engine.rundir import RunDirectory, atomic_write_json
+from engine.tools.quality_report import Reference, held_out_references, quality
+from splat import render as splat_render
+from splat.cameras import Camera
+from splat.errors import StitchError
+from splat.gaussians import Gaussians
+from splat.optimize import LearningRates, Schedule, Trainer, TrainView
+from splat.regularize import Regularization
+from splat.strategy import make_strategy, strategy_counts
+
+REFINE_VERSION = 1
+TRUST_MODES = ("new", "all")
+
+
+@dataclass(frozen=True)
+class RefineConfig:
+    steps: int = 1000
+    strategy: str = "auto"  # auto: "cpu" on CPU, gsplat "default" on CUDA; or none, cpu, default, mcmc
+    budget: int | None = None  # most Gaussians (None: 1.25x the start on CPU, 2x on CUDA)
+    ssim_weight: float = 0.2  # loss = 0.8 L1 + 0.2 D-SSIM (PAPER-NOTES)
+    depth_weight: float = 0.05  # log-depth L1 against the completed depth maps
+    scale_ratio_weight: float = 0.01  # needle penalty (largest / smallest axis above max_scale_ratio)
+    max_scale_ratio: float = 10.0
+    opacity_weight: float = 0.0  # mean-opacity penalty (floaters); MCMC wants ~0.01
+    pose_refine: bool = False  # learn a small se(3) correction per view (the photo's view stays fixed)
+    trust: str = "new"  # pixels the loss uses: "new" (each view's own content) or "all"
+    resolution_scale: float = 1.0
+    means_final_ratio: float = 0.01  # means lr decays exponentially to this fraction
+    sh_degree_interval: int | None = None  # SH degree +1 every this many steps (None: steps // 4)
+    lrs: LearningRates = field(
+        default_factory=lambda: LearningRates(
+            means=1.6e-4, scales=5e-3, quats=1e-3, opacities=5e-2, sh0=1e-2, shN=5e-4, pose=1e-4
+        )
+    )
+    checkpoint_every: int = 100
+    seed: int = 0
+    device: str = "auto"  # auto: cuda when available
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RefineConfig:
+        d = dict(d)
+        d["lrs"] = LearningRates(**d.get("lrs", {}))
+        return cls(**d)
+
+    def check(self) -> None:
+        if self.steps < 1:
+            raise StitchError(f"--steps must be at least 1, got {self.steps}")
+        if self.trust not in TRUST_MODES:
+            raise StitchError(f"unknown trust mode {self.trust!r}; choose one of {', '.join(TRUST_MODES)}")
+        if not 0 < self.resolution_scale <= 1:
+            raise StitchError(f"resolution scale must be in (0, 1], got {self.resolution_scale}")
+        if self.checkpoint_every < 1:
+            raise StitchError(f"--checkpoint-every must be at least 1, got {self.checkpoint_every}")
+        if self.budget is not None and self.budget < 1:
+            raise StitchError(f"--budget must be a positive Gaussian count, got {self.budget}")
+        for name in ("depth_weight", "ssim_weight", "scale_ratio_weight", "opacity_weight"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                flag = "--depth-weight" if name == "depth_weight" else name
+                raise StitchError(f"{flag} must be a finite number >= 0, got {value}")
+        if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
+            raise StitchError(f"unknown --device {self.device!r}; choose auto, cpu, cuda or cuda:N")
+
+
+@dataclass
+class RunData:
+    """What a finished run holds for refinement (all on the CPU; numpy per view)."""
+
+    cameras: list[Camera]
+    images: list[np.ndarray]  # [H, W, 3] float32
+    depths: list[np.ndarray]  # [H, W] float32
+    trusted: list[np.ndarray]  # [H, W] bool
+    gaussians: dict[str, torch.Tensor]  # checkpoint tensors of the finished scene
+
+
+def _mask_png(path: Path) -> np.ndarray:
+    try:
+        return np.asarray(Image.open(path).convert("L")) > 127
+    except OSError as exc:
+        raise StitchError(f"{path} is missing or damaged ({exc}); the run directory is incomplete") from exc
+
+
+def load_run(root: Path, trust: str = "new") -> RunData:
+    """Cameras, views, depths and trusted-pixel masks of a finished run, and its final Gaussians."""
+    rd = RunDirectory(Path(root))
+    manifest = rd.read_manifest()
+    cameras = rd.read_cameras(manifest)  # validated in one place (engine/rundir.py)
+    if not cameras:
+        raise StitchError(f"{rd.manifest_path} lists no cameras; it is not a finished stitch run")
+    views_done, tensors, _ = rd.load_checkpoint()
+    if tensors is None or views_done < len(cameras):
+        raise StitchError(
+            f"{rd.root} holds {views_done} of {len(cameras)} views; finish it first: "
+            f"stitch generate --resume {rd.root}"
+        )
+    images, depths, trusted = [], [], []
+    for k in range(len(cameras)):
+        image, depth, new = rd.load_view(k)
+        if image.shape[:2] != (cameras[k].height, cameras[k].width):
+            raise StitchError(f"view {k} in {rd.root} does not match its camera's size; start a new run")
+        images.append(image)
+        depths.append(depth.astype(np.float32))
+        trusted.append(np.ones(new.shape, bool) if (trust == "all" or k == 0) else new)
+    return RunData(cameras, images, depths, trusted, tensors)
+
+
+def train_views(run: RunData, device: torch.device) -> list[TrainView]:
+    return [
+        TrainView(
+            cam,
+            torch.from_numpy(img).to(device),
+            torch.from_numpy(mask).to(device),
+            torch.from_numpy(depth).to(device),
+        )
+        for cam, img, depth, mask in zip(run.cameras, run.images, run.depths, run.trusted, strict=True)
+    ]
+
+
+def references(run: RunData, seed: int = 0) -> tuple[list[Reference], list[Reference]]:
+    """(generation-view references, held-out jittered-camera references) of a run."""
+    generation = [
+        Reference(f"view {k}", cam, img, mask)
+        for k, (cam, img, mask) in enumerate(zip(run.cameras, run.images, run.trusted, strict=True))
+    ]
+    held = held_out_references(run.cameras, run.images, run.depths, run.trusted, seed=seed)
+    return generation, held
+
+
+@contextlib.contextmanager
+def _whole_step() -> Iterator[None]:
+    """Defer SIGINT until the block ends, then raise KeyboardInterrupt: a step interrupted half-way (some
+    parameters updated, the step counter not) was saved and resumed to another refined.ply."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
+def _device(name: str) -> torch.device:
+    from engine.device import check_gsplat, resolve_device
+
+    device = resolve_device(name)  # cuda:1 stays cuda:1
+    check_gsplat(device)
+    return device
+
+
+class RefineCheckpoint:
+    """RUN_DIR/refine/: trainer.safetensors (tensors) + state.json (step, config, rng, report so far)."""
+
+    def __init__(self, root: Path) -> None:
+        self.dir = Path(root) / "refine"
+
+    @property
+    def state_path(self) -> Path:
+        return self.dir / "state.json"
+
+    def load(self) -> tuple[dict | None, dict[str, torch.Tensor] | None]:
+        if not self.state_path.is_file():
+            return None, None
+        try:
+            state = json.loads(self.state_path.read_text(encoding="utf-8"))
+            if not isinstance(state, dict):
+                raise ValueError("state.json is not a JSON object")
+            name = state["tensors"]
+            # Only our own file name inside refine/: a hand-edited state.json must not point elsewhere.
+            if not (isinstance(name, str) and re.fullmatch(r"trainer_\d{6,}\.safetensors", name)):
+                raise ValueError(f"state.json names {name!r}, not a trainer_XXXXXX.safetensors file")
+            tensors = load_file(str(self.dir / name))
+        except (OSError, ValueError, KeyError, TypeError, RecursionError, SafetensorError) as exc:
+            raise StitchError(
+                f"refine checkpoint in {self.dir} is damaged ({exc}); rerun with --restart"
+            ) from exc
+        return state, tensors
+
+    def save(self, state: dict, tensors: dict[str, torch.Tensor]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        name = f"trainer_{state['step']:06d}.safetensors"
+        tmp = self.dir / f".{name}.tmp{os.getpid()}"
+        try:
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+            tmp.replace(self.dir / name)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        atomic_write_json(self.state_path, {**state, "tensors": name})
+        for old in self.dir.glob("trainer_*.safetensors"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+
+    def clear(self) -> None:
+        for path in self.dir.glob("*"):
+            if path.is_file():
+                path.unlink()
+
+
+def _build_trainer(
+    config: RefineConfig, gaussians: Gaussians, views: list[TrainView], device: torch.device
+) -> Trainer:
+    name = config.strategy
+    if name == "auto":
+        name = "default" if splat_render.uses_gsplat(device) else "cpu"
+    strategy = make_strategy(
+        name,
+        device=device,
+        steps=config.steps,
+        budget=config.budget,
+        n_initial=len(gaussians),
+        seed=config.seed,
+    )
+    interval = config.sh_degree_interval or max(1, config.steps // 4)
+    return Trainer(
+        gaussians,
+        views,
+        config.steps,
+        lrs=config.lrs,
+        ssim_weight=config.ssim_weight,
+        resolution_scale=config.resolution_scale,
+        seed=config.seed,
+        background=torch.zeros(3, device=device),  # as the generation loop renders
+        strategy=strategy,
+        schedule=Schedule(config.means_final_ratio, interval),
+        regularization=Regularization(
+            depth_weight=config.depth_weight,
+            scale_ratio_weight=config.scale_ratio_weight,
+            max_scale_ratio=config.max_scale_ratio,
+            opacity_weight=config.opacity_weight,
+        ),
+        pose_refine=config.pose_refine,
+    )
+
+
+@dataclass
+class RefineResult:
+    gaussians: Gaussians
+    report: dict
+    resumed_from: int
+    ply: Path
+    report_path: Path
+
+
+def refine_run(
+    root: Path,
+    config: RefineConfig,
+    *,
+    restart: bool = False,
+    progress: Callable[[int, int, float, int], None] | None = None,  # (step, total, loss, n_gaussians)
+) -> RefineResult:
+    """Refine RUN_DIR's scene for config.steps steps (continuing a saved refinement with the same config),
+    then write refined.ply and quality.json. Ctrl-C saves a checkpoint before stopping."""
+    from splat.formats.io import save_ply
+
+    config.check()
+    root = Path(root)
+    device = _device(config.device)
+    run = load_run(root, config.trust)
+    ckpt = RefineCheckpoint(root)
+    saved, saved_tensors = (None, None) if restart else ckpt.load()
+    if restart:
+        ckpt.clear()
+    if saved is not None and saved.get("config") != config.to_dict():
+        raise StitchError(
+            f"{ckpt.dir} holds a refinement with other settings; rerun them, or pass --restart to start over"
+        )
+    generation, held = references(run, seed=config.seed)
+    gaussians = Gaussians({k: v.to(device) for k, v in run.gaussians.items()})
+    before = saved["before"] if saved is not None else quality(gaussians, generation, held)
+    # gsplat's strategies draw from torch's global generators: seeded here, saved/restored in checkpoints.
+    torch.manual_seed(config.seed)
+    trainer = _build_trainer(config, gaussians, train_views(run, device), device)
+    seconds = 0.0
+    if saved is not None:
+        try:
+            trainer.load_state_dict(saved_tensors, saved["trainer"])
+            seconds = float(saved.get("seconds", 0.0))
+        except StitchError:  # says itself what to do (e.g. another strategy than the checkpoint's)
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError, AttributeError) as exc:
+            raise StitchError(
+                f"refine checkpoint in {ckpt.dir} is damaged ({type(exc).__name__}: {str(exc)[:200]}); "
+                "rerun with --restart"
+            ) from exc
+    resumed_from = trainer.step
+
+    def save() -> None:
+        tensors, meta = trainer.state_dict()
+        ckpt.save(
+            {
+                "version": REFINE_VERSION,
+                "step": trainer.step,
+                "config": config.to_dict(),
+                "before": before,
+                "trainer": meta,
+                "seconds": round(seconds, 3),
+            },
+            tensors,
+        )
+
+    t0 = time.perf_counter()
+    try:
+        while trainer.step < config.steps:
+            with _whole_step():  # Ctrl-C lands between steps: the checkpoint never holds half a step
+                loss = trainer.train_step()
+            if progress is not None:
+                progress(trainer.step, config.steps, loss, len(gaussians))
+            if trainer.step % config.checkpoint_every == 0 or trainer.step == config.steps:
+                seconds += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                save()
+    except KeyboardInterrupt:
+        seconds += time.perf_counter() - t0
+        save()
+        raise
+
+    after = quality(gaussians, generation, held)
+    report = {
+        "run_dir": str(root),
+        "method": {
+            "generation_views": "PSNR/SSIM over each view's trusted pixels (view 0: the photo; later views: "
+            f"the pixels they added); trust mode {config.trust!r}. These pixels are trained on.",
+            "held_out_cameras": "cameras jittered from each generation camera (<= 3 deg, 2 % of the median "
+            "depth), never trained on; reference = the view's trusted pixels reprojected with its completed "
+            "depth (bilinear splat, z-buffered, cracks excluded), identical before and after.",
+        },
+        "before": before,
+        "after": after,
+        "gain_db": {
+            "generation_views": _gain(before, after, "generation_views"),
+            "held_out_cameras": _gain(before, after, "held_out_cameras"),
+        },
+        "refine": {
+            "steps": config.steps,
+            "resumed_from_step": resumed_from,
+            "device": str(device),
+            "strategy": config.strategy,
+            "n_gaussians_before": before["n_gaussians"],
+            "n_gaussians_after": len(gaussians),
+            **strategy_counts(trainer.strategy_state),
+            "seconds": round(seconds, 2),
+            "steps_per_second": round(config.steps / seconds, 3) if seconds > 0 else None,
+            "pose_corrections_deg_m": trainer.poses.magnitudes() if trainer.poses is not None else None,
+            "config": config.to_dict(),
+        },
+    }
+    ply = root / "refined.ply"
+    save_ply(gaussians, ply)
+    report_path = root / "quality.json"
+    atomic_write_json(report_path, report)
+    return RefineResult(gaussians, report, resumed_from, ply, report_path)
+
+
+def _gain(before: dict, after: dict, key: str) -> float | None:
+    b, a = before[key]["mean_psnr"], after[key]["mean_psnr"]
+    return None if a is None or b is None else round(a - b, 3)
+
+
+class RefineProgress:
+    """Progress on stderr: an updating line (a new line every 10 % when not a terminal)."""
+
+    def __init__(self, stream=sys.stderr) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.t0 = time.perf_counter()
+        self.first_step: int | None = None
+
+    def __call__(self, step: int, total: int, loss: float, n: int) -> None:
+        if self.first_step is None:
+            self.first_step = step - 1
+        done = step - self.first_step
+        rate = done / max(time.perf_counter() - self.t0, 1e-9)
+        line = f"refine {step}/{total} loss {loss:.4f} {n} Gaussians {rate:.2f} steps/s"
+        if self.tty:
+            print(line, end="\n" if step == total else "\r", file=self.stream, flush=True)
+        elif step == total or step % max(1, total // 10) == 0:
+            print(line, file=self.stream, flush=True)

@@ -1,0 +1,1 @@
+"""The CPU rasterizer: numba kernels for EWA projection and tile-free alpha blending, forward and backward."""
