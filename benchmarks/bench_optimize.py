@@ -32,7 +32,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from splat.cameras import Camera, project_points, unproject_depth, yaw_cameras
+from engine.trajectory import yaw_cameras
+from splat.cameras import Camera, project_points, unproject_depth
 from splat.gaussians import Gaussians
 from splat.losses import photometric_loss
 from splat.optimize import LearningRates, Schedule, Trainer, TrainView, make_optimizers

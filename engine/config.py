@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from splat.cameras import MODES
+from engine.trajectory import MODES
 from splat.errors import StitchError
 
 RELEASE_OPACITY = 0.7310585786300049  # sigmoid(1): the release sets the opacity logits to 1 and freezes them

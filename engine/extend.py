@@ -32,8 +32,9 @@ from engine.fusion import coverage_masks
 from engine.images import file_sha256, load_photo
 from engine.pipeline import PipelineOutput, StitchPipeline
 from engine.rundir import RunDirectory, atomic_write_bytes
-from splat.cameras import Camera, camera_from_entry, cameras_to_json, load_camera_path, project_points
+from splat.cameras import Camera, project_points
 from splat.errors import StitchError
+from splat.formats.camera_path import camera_from_entry, cameras_to_json, load_camera_path
 
 UNDO_DIR = "undo"
 LOCK_NAME = ".extend.lock"

@@ -18,8 +18,10 @@ from engine.events import PipelineEvent
 from engine.images import file_sha256, load_photo, save_png
 from engine.pipeline import PipelineOutput, StitchPipeline
 from engine.rundir import RunDirectory, atomic_write_json
-from splat.cameras import Camera, load_camera_path, trajectory
+from engine.trajectory import trajectory
+from splat.cameras import Camera
 from splat.errors import StitchError
+from splat.formats.camera_path import load_camera_path
 
 PACKAGES = (
     "torch",

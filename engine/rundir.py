@@ -140,8 +140,8 @@ class RunDirectory:
     def read_config(self, manifest: dict) -> GenerateConfig:
         """The manifest's generation config, every field type- and range-checked (engine.typed)."""
         from engine.config import GenerateConfig
+        from engine.trajectory import MODES
         from engine.typed import from_dict
-        from splat.cameras import MODES
 
         if "config" not in manifest:
             raise StitchError(f"{self.manifest_path} is damaged (no config); start a new run")

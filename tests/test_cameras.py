@@ -9,18 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from splat.cameras import (
-    FULL_360_YAWS,
-    Camera,
-    cameras_from_json,
-    load_camera_path,
-    project_points,
-    save_camera_path,
-    trajectory,
-    unproject_depth,
-    warp_depth,
-)
+from engine.trajectory import FULL_360_YAWS, trajectory
+from splat.cameras import Camera, project_points, unproject_depth, warp_depth
 from splat.errors import CameraPathError
+from splat.formats.camera_path import cameras_from_json, load_camera_path, save_camera_path
 
 
 def _random_camera(rng: np.random.Generator, w: int = 64, h: int = 48) -> Camera:

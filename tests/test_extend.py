@@ -26,8 +26,8 @@ from engine.extend import (
     undo_last,
 )
 from engine.run import run_generate
-from splat.cameras import load_camera_path, save_camera_path
 from splat.errors import StitchError
+from splat.formats.camera_path import load_camera_path, save_camera_path
 from splat.formats.io import load_scene
 from splat.render import render_camera
 

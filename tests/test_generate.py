@@ -18,7 +18,7 @@ from cli import app
 from engine.config import FusionConfig, GenerateConfig, OptimConfig
 from engine.run import run_generate
 from engine.rundir import RunDirectory
-from splat.cameras import trajectory
+from engine.trajectory import trajectory
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -126,7 +126,7 @@ def _gaussians(n=300, seed=0) -> Gaussians:
 
 
 def test_stand_in_keeps_gsplats_contract_and_matches_the_cpu_renderer(fake_gsplat):
-    from splat.cameras import trajectory
+    from engine.trajectory import trajectory
 
     g = _gaussians()
     cam = trajectory("single", 40, 32)[0]
@@ -232,7 +232,7 @@ def test_default_strategy_resets_opacity_and_prunes_oversized_within_a_1000_step
     optimizers = {k: torch.optim.Adam([p], lr=1e-3) for k, p in params.items()}
     state = strategy.initialize_state(scene_scale=10.0)  # prune above 0.1 x 10 = 1 m
     strategy.grow_grad2d = 1e9  # no growth in this test: only the reset and the pruning are looked at
-    from splat.cameras import trajectory
+    from engine.trajectory import trajectory
 
     cam = trajectory("single", 32, 24)[0]
 

@@ -29,7 +29,8 @@ from engine.tools.mesh_export import (
     render_mesh_depth,
     to_axes,
 )
-from splat.cameras import Camera, intrinsics, project_points, trajectory
+from engine.trajectory import trajectory
+from splat.cameras import Camera, intrinsics, project_points
 from splat.errors import StitchError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from splat.cameras import yaw_cameras
+from engine.trajectory import yaw_cameras
 from splat.densify_ops import clone, remove, split
 from splat.errors import StitchError
 from splat.gaussians import PARAM_KEYS, Gaussians

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from splat.cameras import yaw_cameras
+from engine.trajectory import yaw_cameras
 from splat.gaussians import PARAM_KEYS, Gaussians
 from splat.optimize import LearningRates, Schedule, Trainer, TrainView
 from splat.render import render_camera

@@ -19,7 +19,7 @@ from engine.config import GenerateConfig, OptimConfig
 from engine.run import run_generate
 from engine.tools.quality_report import jitter_camera, reproject
 from engine.tools.refine import RefineCheckpoint, RefineConfig, load_run, refine_run
-from splat.cameras import yaw_cameras
+from engine.trajectory import yaw_cameras
 from splat.errors import StitchError
 from splat.formats.io import load_scene
 

@@ -15,7 +15,7 @@ from engine.backends.depth_classical import ClassicalDepthCompleter
 from engine.backends.outpaint import ClassicalOutpainter
 from engine.config import PRESETS, RELEASE_OPACITY, generate_config_from_cli
 from engine.pipeline import StitchPipeline
-from splat.cameras import trajectory
+from engine.trajectory import trajectory
 from splat.gaussians import knn_mean_distance
 
 

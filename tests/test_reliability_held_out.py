@@ -184,7 +184,7 @@ def test_damaged_checkpoint_never_replaces_a_finished_scene(finished_run, tmp_pa
 
 
 def test_viewer_saves_paths_in_their_own_folder_and_never_over_run_files(tmp_path):
-    from splat.cameras import trajectory
+    from engine.trajectory import trajectory
     from viewer.path_recorder import PathRecorder, check_path_name
     from viewer.server import ViewerConfig
 
@@ -318,7 +318,7 @@ def test_gif_memory_stays_flat_with_many_frames(tmp_path):
 
 
 def test_camera_path_rejects_bad_last_row_and_huge_numbers(tmp_path):
-    from splat.cameras import load_camera_path
+    from splat.formats.camera_path import load_camera_path
 
     cases = {
         "row": {"cameras": [{"world_to_camera": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 1, 1]]}]},

@@ -12,7 +12,7 @@ import torch
 
 import engine.tools.video as video
 from engine.tools.video import make_video, pose_distance, smooth_path, tour_order, write_video
-from splat.cameras import trajectory, yaw_cameras
+from engine.trajectory import trajectory, yaw_cameras
 from splat.errors import StitchError
 from splat.formats.io import save_scene
 from splat.gaussians import Gaussians

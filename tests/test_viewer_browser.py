@@ -16,7 +16,9 @@ from PIL import Image
 pytest.importorskip("viser")
 
 from engine.events import PipelineEvent
-from splat.cameras import load_camera_path, trajectory, unproject_depth
+from engine.trajectory import trajectory
+from splat.cameras import unproject_depth
+from splat.formats.camera_path import load_camera_path
 from splat.gaussians import Gaussians
 from viewer.chromium import HeadlessChromium, find_chromium
 from viewer.convert import camera_from_viser

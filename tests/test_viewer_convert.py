@@ -9,7 +9,9 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from splat.cameras import Camera, load_camera_path, look_at, project_points, save_camera_path, trajectory
+from engine.trajectory import trajectory
+from splat.cameras import Camera, look_at, project_points
+from splat.formats.camera_path import load_camera_path, save_camera_path
 from splat.gaussians import Gaussians
 from viewer.convert import (
     camera_from_viser,

@@ -16,7 +16,8 @@ pytest.importorskip("viser")
 
 from engine.config import OptimConfig
 from engine.events import PipelineEvent
-from splat.cameras import trajectory, unproject_depth
+from engine.trajectory import trajectory
+from splat.cameras import unproject_depth
 from splat.gaussians import Gaussians
 from viewer.server import LiveViewer, ViewerConfig, start_live_viewer
 

@@ -18,7 +18,7 @@ pytest.importorskip("viser")
 from engine.config import GenerateConfig, OptimConfig
 from engine.extend import cameras_from_options, read_run
 from engine.run import run_generate
-from splat.cameras import save_camera_path
+from splat.formats.camera_path import save_camera_path
 from viewer.chromium import HeadlessChromium, find_chromium
 from viewer.convert import camera_from_viser
 from viewer.path_recorder import fly_to

@@ -12,8 +12,9 @@ import re
 import threading
 from pathlib import Path
 
-from splat.cameras import Camera, save_camera_path
+from splat.cameras import Camera
 from splat.errors import StitchError
+from splat.formats.camera_path import save_camera_path
 from viewer.convert import camera_from_viser, camera_to_viser
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}\.json$")

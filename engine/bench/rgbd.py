@@ -2,7 +2,7 @@
 
 Every loader returns an `RGBDSequence`: a list of `FrameRef`s (paths, pose, intrinsics) that load lazily
 into `RGBDFrame`s (image [H, W, 3] float32 in [0, 1] at the depth resolution, depth [H, W] float32 metres
-with 0 = invalid, and an `splat.cameras.Camera`).
+with 0 = invalid, and a `splat.cameras.Camera`).
 
 Supported layouts (`load_rgbd_sequence` picks by looking at the folder):
 - 7-Scenes: `frame-XXXXXX.color.png|jpg`, `frame-XXXXXX.depth.png` (uint16 mm, 0 and 65535 invalid),

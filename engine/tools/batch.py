@@ -400,7 +400,7 @@ def run_batch(
 
 def _check_shared_options(row: BatchRow) -> None:
     from engine.config import PRESETS
-    from splat.cameras import MODES
+    from engine.trajectory import MODES
 
     if row.spec["preset"] not in PRESETS:
         raise StitchError(f"row {row.row}: unknown preset {row.spec['preset']!r}; use {', '.join(PRESETS)}")

@@ -7,8 +7,9 @@ from pathlib import Path
 import torch
 
 from engine.images import colorize_depth, save_png
-from splat.cameras import MODES, load_camera_path, trajectory
+from engine.trajectory import MODES, trajectory
 from splat.errors import StitchError
+from splat.formats.camera_path import load_camera_path
 
 
 def render_scene_to_png(

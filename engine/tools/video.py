@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from splat.cameras import Camera, load_camera_path, rotation_ypr, trajectory
+from engine.trajectory import trajectory
+from splat.cameras import Camera, rotation_ypr
 from splat.errors import StitchError
+from splat.formats.camera_path import load_camera_path
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
 
