@@ -224,7 +224,7 @@ def run_generate(
     cameras = cameras_for(config, w, h)
     first_depth = None
     if config.depth_file is not None:
-        from engine.backends.depth_classical import load_depth_file
+        from engine.backends.depth_file import load_depth_file
 
         first_depth = load_depth_file(config.depth_file, (h, w))
     # Build the models before creating anything on disk: a missing model fails fast, nothing half-written.

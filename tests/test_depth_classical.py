@@ -10,13 +10,9 @@ import pytest
 
 from engine.backends.depth import DepthCompleter
 from engine.backends.depth_baselines import InterpolationCompleter, ScaleShiftAligned, ZeroKnownMonocular
-from engine.backends.depth_classical import (
-    METHODS,
-    ClassicalDepthCompleter,
-    NearestFillCompleter,
-    SceneDepthPrior,
-    load_depth_file,
-)
+from engine.backends.depth_classical import METHODS, ClassicalDepthCompleter, NearestFillCompleter
+from engine.backends.depth_file import load_depth_file
+from engine.backends.depth_prior import SceneDepthPrior
 from splat.errors import StitchError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"

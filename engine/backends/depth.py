@@ -1,8 +1,8 @@
 """Depth completion: full depth for a view, conditioned on the depth the scene already gives it.
 
 `DepthCompleter` is the protocol the pipeline calls. Backends:
-- depth_classical.py: geometric completion of the known depth (offline default) and a documented scene
-  prior when nothing is known (the first view);
+- depth_classical.py: geometric completion of the known depth (offline default), with depth_prior.py's
+  documented scene prior when nothing is known (the first view);
 - engine/backends/depth_mono.py: a monocular depth model aligned to the known depth by robust scale & shift;
 - engine/backends/depth_network.py: the learned completion network (completion/network/model.py).
 """
