@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from engine.backends import models
+from engine.backends import model_registry, models
 from splat.errors import StitchError
 
 models_app = typer.Typer(
@@ -18,7 +18,7 @@ models_app = typer.Typer(
 @models_app.command("list")
 def list_models() -> None:
     """Every registry entry: key, hub id, revision, kind, licence, size, which backend uses it."""
-    for spec in models.REGISTRY.values():
+    for spec in model_registry.REGISTRY.values():
         typer.echo(f"{spec.key}  {spec.repo_id}@{spec.revision}  [{spec.kind}]")
         typer.echo(f"    licence: {spec.licence}; size: {spec.size}")
         typer.echo(f"    used by: {spec.used_by}{'  (optional)' if spec.optional else ''}")

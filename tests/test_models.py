@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from engine.backends import models
+from engine.backends.model_registry import KINDS, REGISTRY, lookup
 from splat.errors import ModelUnavailableError, StitchError
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -31,17 +32,17 @@ def _no_env(monkeypatch):
 
 
 def test_registry_entries_are_complete_and_sd2_points_at_the_mirror():
-    for spec in models.REGISTRY.values():
+    for spec in REGISTRY.values():
         assert spec.repo_id.count("/") == 1 and spec.revision and spec.licence and spec.size
-        assert spec.kind in models.KINDS
-    sd2 = models.REGISTRY["sd2-inpainting"]
+        assert spec.kind in KINDS
+    sd2 = REGISTRY["sd2-inpainting"]
     assert sd2.repo_id == "sd2-community/stable-diffusion-2-inpainting"
     assert "stabilityai/stable-diffusion-2-inpainting" in sd2.vanished
-    assert models.lookup("stabilityai/stable-diffusion-2-inpainting") is sd2
-    ist = models.REGISTRY["invisible-stitch"]
+    assert lookup("stabilityai/stable-diffusion-2-inpainting") is sd2
+    ist = REGISTRY["invisible-stitch"]
     assert (ist.repo_id, ist.filename) == ("paulengstler/invisible-stitch", "invisible-stitch.pt")
-    assert models.REGISTRY["marigold-depth"].repo_id == "prs-eth/marigold-depth-v1-1"
-    assert models.REGISTRY["asymmetric-vae"].repo_id == "cross-attention/asymmetric-autoencoder-kl-x-2"
+    assert REGISTRY["marigold-depth"].repo_id == "prs-eth/marigold-depth-v1-1"
+    assert REGISTRY["asymmetric-vae"].repo_id == "cross-attention/asymmetric-autoencoder-kl-x-2"
 
 
 @pytest.mark.parametrize("layout", ["org/name", "name", "key", "root"])
@@ -83,7 +84,7 @@ def test_cache_entry_without_the_model_files_does_not_count(tmp_path):
 
 def test_mirror_env_var_is_tried_first(tmp_path, monkeypatch):
     monkeypatch.setenv("STITCH_MIRROR_SD2_INPAINTING", "my-org/sd2-copy")
-    assert models.REGISTRY["sd2-inpainting"].hub_candidates()[0] == "my-org/sd2-copy"
+    assert REGISTRY["sd2-inpainting"].hub_candidates()[0] == "my-org/sd2-copy"
     fake_cache_entry(tmp_path, "my-org/sd2-copy", {"model_index.json": "{}"})
     assert models.resolve("sd2-inpainting", cache_dir=tmp_path).repo_id == "my-org/sd2-copy"
 

@@ -25,7 +25,8 @@ import json
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from engine.backends.models import DEFAULT_MONO, REGISTRY, ResolvedModel, lookup, resolve
+from engine.backends.model_registry import DEFAULT_MONO, REGISTRY, lookup
+from engine.backends.models import ResolvedModel, resolve
 from splat.errors import StitchError
 
 OUTPAINTER_ALIASES = {"sd2": "sd2-inpainting", "sd2-avae": "sd2-inpainting+asymmetric-vae"}

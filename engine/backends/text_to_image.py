@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.backends.models import ResolvedModel, lookup, resolve
+from engine.backends.model_registry import lookup
+from engine.backends.models import ResolvedModel, resolve
 from splat.errors import ModelUnavailableError, StitchError
 
 DEFAULT_T2I = "sd21-base"
