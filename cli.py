@@ -108,15 +108,22 @@ def generate(
         resume=resume,
         export_splat=splat,
         export_spz=spz,
-        view=view,
-        host=host,
-        port=port,
+        live_viewer=_live_viewer(view, host, port),
         quiet=quiet,
         explicit=_given_on_command_line(ctx),
         device=device,
         cpu_offload=cpu_offload,
         attention_slicing=attention_slicing,
     )
+
+
+def _live_viewer(view: bool, host: str, port: int):
+    """`--view`: the viewer the run starts once its folder exists (None: no viewer)."""
+    if not view:
+        return None
+    from viewer import live_viewer_at
+
+    return live_viewer_at(host, port)
 
 
 def _given_on_command_line(ctx: typer.Context) -> frozenset[str]:
@@ -235,7 +242,7 @@ def extend(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
     """Grow a finished run by more views (as the viewer's Stitch here); run again to finish a killed one."""
-    from engine.extend import run_extend_cli
+    from engine.extend.grow import run_extend_cli
 
     for line in run_extend_cli(run_dir, path, yaw, pitch, move, prompt, undo, quiet):
         typer.echo(line)
@@ -296,7 +303,8 @@ def bench_geometry(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the sbatch script, submit nothing."),
 ) -> None:
     """Score depth completion on real RGB-D ground truth (uncovered pixels of frame j given frame i)."""
-    from engine.bench.geometry import BenchConfig, run_geometry_benchmark
+    from engine.bench.geometry import run_geometry_benchmark
+    from engine.bench.geometry_config import BenchConfig
 
     names = [m.strip() for m in methods.split(",") if m.strip()] or None
     folder = output / "submitit"
@@ -339,7 +347,8 @@ def batch(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Generate many scenes: a resumable run directory per row, an index (batch.csv/json), a contact sheet."""
-    from engine.tools.batch import BatchDefaults, read_jobs, run_batch
+    from engine.tools.batch import run_batch
+    from engine.tools.batch_jobs import BatchDefaults, read_jobs
 
     defaults = BatchDefaults(
         prompt=prompt, mode=mode, seed=seed, max_side=max_side, steps=steps, preset=preset

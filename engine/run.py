@@ -7,16 +7,21 @@ import platform
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
+from engine.backends.loading import backends_for_config
 from engine.config import GenerateConfig
 from engine.events import PipelineEvent
 from engine.images import file_sha256, load_photo, save_png
+from engine.interrupts import interrupts_that_stick, wait_for_interrupt
 from engine.pipeline import PipelineOutput, StitchPipeline
+from engine.resume_check import refuse_changed_settings
 from engine.rundir import RunDirectory, atomic_write_json
 from engine.trajectory import trajectory
 from splat.cameras import Camera
@@ -35,6 +40,17 @@ PACKAGES = (
 )
 
 
+class LiveView(Protocol):
+    """What `generate --view` needs of a live viewer (viewer/server.py's LiveViewer is one)."""
+
+    url: str
+    stitch_here: Any
+
+    def callback(self, event: PipelineEvent) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 def package_versions() -> dict[str, str | None]:
     versions: dict[str, str | None] = {"python": platform.python_version()}
     for name in PACKAGES:
@@ -43,73 +59,6 @@ def package_versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             versions[name] = None
     return versions
-
-
-def build_backends(
-    config: GenerateConfig,
-    quiet: bool = False,
-    device: torch.device | None = None,
-    outpainter_options: dict | None = None,
-):
-    """Outpainter and depth completer named by the config (learned ones through the model registry).
-
-    quiet: no loading bars or library warnings from diffusers/transformers while the weights load.
-    device: where the learned models run (None: CUDA when available); outpainter_options: e.g.
-    {"cpu_offload": True, "attention_slicing": True} for the diffusion outpainter."""
-    try:
-        import engine.backends.registry  # noqa: F401
-    except ImportError:  # registry not installed: only the classical defaults exist
-        from engine.backends.depth_classical import ClassicalDepthCompleter
-        from engine.backends.outpaint import ClassicalOutpainter
-
-        if config.outpainter != "classical" or config.depth_backend != "classical":
-            raise StitchError(
-                "learned backends are unavailable in this install; use --preset offline"
-            ) from None
-        return ClassicalOutpainter(), ClassicalDepthCompleter()
-    # engine.backends.registry locates every model before loading any: a missing one fails in milliseconds.
-    from engine.backends.models import model_load_errors
-    from engine.backends.registry import (
-        load_depth_completer,
-        load_outpainter,
-        plan_depth_completer,
-        plan_outpainter,
-    )
-
-    steps = {"steps": config.outpaint_steps} if config.outpaint_steps > 0 else {}
-    kw = {"model_path": config.model_path}
-    op_plan = plan_outpainter(config.outpainter, **kw)
-    d_plan = plan_depth_completer(config.depth_backend, **kw)
-    # Damaged, truncated or mismatched weight files surface as one StitchError naming the model.
-    learned = op_plan.backend not in ("classical", "mirror") or d_plan.backend != "classical"
-    with _hf_libraries_silenced(quiet and learned):
-        with model_load_errors("outpainter", op_plan.models):
-            opts = outpainter_options if op_plan.backend == "diffusion" else {}
-            outpainter = load_outpainter(op_plan, device=device, **steps, **(opts or {}))
-        with model_load_errors("depth", d_plan.models):
-            return outpainter, load_depth_completer(d_plan, device=device)
-
-
-@contextlib.contextmanager
-def _hf_libraries_silenced(silence: bool):
-    """diffusers/transformers progress bars, warnings and error logs off inside (restored afterwards)."""
-    if not silence:
-        yield
-        return
-    import diffusers.utils.logging as dlog
-    import transformers.utils.logging as tlog
-
-    saved = [(m, m.get_verbosity(), m.is_progress_bar_enabled()) for m in (dlog, tlog)]
-    for m, _, _ in saved:
-        m.set_verbosity(50)  # CRITICAL: a failed load is reported by us, in one line
-        m.disable_progress_bar()
-    try:
-        yield
-    finally:
-        for m, level, bars in saved:
-            m.set_verbosity(level)
-            if bars:
-                m.enable_progress_bar()
 
 
 def cameras_for(config: GenerateConfig, width: int, height: int) -> list[Camera]:
@@ -162,9 +111,7 @@ def run_generate(
     resume: Path | None = None,
     export_splat: bool = False,
     export_spz: bool = False,
-    view: bool = False,
-    host: str = "127.0.0.1",
-    port: int = 8080,
+    live_viewer: Callable[[Path], LiveView] | None = None,
     quiet: bool = False,
     extra_callbacks=(),
     explicit: frozenset[str] = frozenset(),
@@ -175,7 +122,9 @@ def run_generate(
     """Generate a scene into a run directory; returns the pipeline output. Raises StitchError on bad input.
 
     device: "auto" (CUDA when available) | "cpu" | "cuda[:N]": where the Gaussians live (gsplat on CUDA)
-    and the learned models run. cpu_offload / attention_slicing: lower GPU memory for the diffusion model."""
+    and the learned models run. cpu_offload / attention_slicing: lower GPU memory for the diffusion model.
+    live_viewer: called with the run folder once it exists (`viewer.live_viewer_at(host, port)` for
+    `--view`); the loop shows its events there and hands it the loaded models for Stitch here."""
     from engine.device import check_gsplat, describe_device, resolve_device
 
     dev = resolve_device(device)
@@ -195,7 +144,7 @@ def run_generate(
             )
         asked = config
         config = rd.read_config(manifest)  # every field type- and range-checked
-        _refuse_changed_settings(asked, config, manifest, explicit)
+        refuse_changed_settings(asked, config, manifest, explicit)
         rd.read_cameras(manifest)  # validated; a checkpoint cannot claim more views than these
         image = load_photo(rd.root / "input.png", max(config.max_side, 8))
         if file_sha256(rd.root / "input.png") != manifest.get("input_png_sha256"):
@@ -229,7 +178,9 @@ def run_generate(
         first_depth = load_depth_file(config.depth_file, (h, w))
     # Build the models before creating anything on disk: a missing model fails fast, nothing half-written.
     op_options = {"cpu_offload": cpu_offload, "attention_slicing": attention_slicing}
-    outpainter, completer = build_backends(config, quiet=quiet, device=dev, outpainter_options=op_options)
+    outpainter, completer = backends_for_config(
+        config, quiet=quiet, device=dev, outpainter_options=op_options
+    )
     if len(cameras) > 1 and not config.prompt and getattr(outpainter, "needs_prompt", False):
         raise StitchError(f"the {outpainter.name} outpainter needs a prompt; pass --prompt TEXT")
     if first_view is not None:
@@ -273,11 +224,8 @@ def run_generate(
     if not quiet:
         callbacks.append(ProgressPrinter())
     viewer = None
-    if view:
-        from viewer import start_live_viewer
-
-        # Camera paths saved from the browser go to RUN/paths/, never over a run file or the cwd.
-        viewer = start_live_viewer(host=host, port=port, path_dir=rd.root / "paths", run_dir=rd.root)
+    if live_viewer is not None:
+        viewer = live_viewer(rd.root)
         viewer.stitch_here.use_backends(outpainter, completer)  # Stitch here: no second copy of the models
         callbacks.append(viewer.callback)
         print(f"viewer: {viewer.url}", file=sys.stderr)
@@ -291,7 +239,7 @@ def run_generate(
     )
     t0 = time.perf_counter()
     try:
-        with _interrupts_that_stick() as check_interrupt:
+        with interrupts_that_stick() as check_interrupt:
             result = pipeline(
                 image,
                 cameras,
@@ -316,59 +264,11 @@ def run_generate(
             print(f"outcome: {verdict} (table: stitch check {rd.root})", file=sys.stderr)
         if viewer is not None and not quiet:
             print("viewer still running; press Ctrl-C to close it", file=sys.stderr)
-            _wait_for_interrupt()
+            wait_for_interrupt()
     finally:
         if viewer is not None:
             viewer.stop()
     return result
-
-
-# CLI flag -> how to read its value from a GenerateConfig (for --resume's settings check).
-_RESUME_FLAGS = {
-    "prompt": lambda c: c.prompt,
-    "mode": lambda c: c.mode,
-    "path": lambda c: c.path,
-    "seed": lambda c: c.seed,
-    "max_side": lambda c: c.max_side,
-    "depth": lambda c: c.depth_file,
-    "steps": lambda c: c.optim.steps_per_view,
-    "preset": lambda c: c.preset,
-    "outpainter": lambda c: c.outpainter,
-    "depth_backend": lambda c: c.depth_backend,
-    "model_path": lambda c: c.model_path,
-    "outpaint_steps": lambda c: c.outpaint_steps,
-    "max_gaussians": lambda c: c.fusion.max_gaussians,
-}
-
-
-def _refuse_changed_settings(
-    asked: GenerateConfig, run: GenerateConfig, manifest: dict, explicit: frozenset[str]
-) -> None:
-    """--resume continues a run with the settings it started with: a flag given on the command line that
-    disagrees with them is refused (it used to be silently ignored)."""
-    for flag in sorted(explicit):
-        if flag == "photo":
-            if asked.photo is not None and (
-                not Path(asked.photo).is_file()
-                or file_sha256(Path(asked.photo)) != manifest.get("input_sha256")
-            ):
-                raise StitchError(
-                    f"{asked.photo} is not the photo this run was started from; drop it (--resume needs no "
-                    "photo) or start a new run in another folder"
-                )
-            continue
-        read = _RESUME_FLAGS.get(flag)
-        if read is None:
-            continue
-        mine, theirs = read(asked), read(run)
-        if flag in ("outpainter", "depth_backend") and not mine:
-            continue
-        if mine != theirs:
-            name = "--" + flag.replace("_", "-")
-            raise StitchError(
-                f"--resume continues the run with the settings it started with; {name} {mine} differs from "
-                f"the run's {theirs}: drop {name}, or start a new run in another folder"
-            )
 
 
 @contextlib.contextmanager
@@ -381,50 +281,6 @@ def _nothing_to_resume_yet(rd: RunDirectory):
             f"cannot start the run in {rd.root} ({exc.strerror or exc}); free space, then run the same "
             "command again"
         ) from exc
-
-
-@contextlib.contextmanager
-def _interrupts_that_stick():
-    """Ctrl-C raises KeyboardInterrupt as usual and is also remembered; the callback this yields raises it
-    again at the next pipeline event. Why: a KeyboardInterrupt that lands while Python runs a finaliser
-    (`__del__` of a torch/numba object) is printed and dropped, and the run would go on to finish with exit
-    0. Outside the main thread (the viewer's Stitch-here worker) signals cannot be handled here and nothing
-    changes."""
-    import signal
-    import threading
-
-    caught: list[int] = []
-
-    def check(event: PipelineEvent) -> None:
-        if caught:
-            raise KeyboardInterrupt
-
-    # Outside the main thread signals cannot be handled; a SIGINT ignored by the parent (nohup, `&`)
-    # stays ignored.
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-    ):
-        yield check
-        return
-
-    def handler(signum, frame):
-        caught.append(signum)
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield check
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _wait_for_interrupt() -> None:
-    try:
-        while True:
-            time.sleep(1.0)
-    except KeyboardInterrupt:
-        pass
 
 
 def _finish(

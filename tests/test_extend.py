@@ -17,14 +17,10 @@ from typer.testing import CliRunner
 
 from cli import app, main
 from engine.config import GenerateConfig, OptimConfig
-from engine.extend import (
-    ViewRefusedError,
-    cameras_from_options,
-    check_camera,
-    extend_run,
-    read_run,
-    undo_last,
-)
+from engine.extend.grow import extend_run
+from engine.extend.guard import ViewRefusedError, check_camera
+from engine.extend.state import cameras_from_options, read_run
+from engine.extend.undo import undo_last
 from engine.run import run_generate
 from splat.errors import StitchError
 from splat.formats.camera_path import load_camera_path, save_camera_path

@@ -243,10 +243,10 @@ def test_depth_flag_takes_a_depth_map_for_the_photo(kyoto, tmp_path):
 def test_ctrl_c_dropped_in_a_finaliser_still_stops_the_run():
     """A KeyboardInterrupt that lands in a __del__ is printed and dropped by Python, and the run would
     finish with exit 0. The remembered Ctrl-C is raised again at the next pipeline event."""
-    from engine.run import _interrupts_that_stick
+    from engine.interrupts import interrupts_that_stick
 
     before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even under nohup
-    with _interrupts_that_stick() as check:
+    with interrupts_that_stick() as check:
         check(None)  # nothing pressed: no effect
 
         class _Dropper:

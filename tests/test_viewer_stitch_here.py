@@ -16,7 +16,7 @@ from PIL import Image
 pytest.importorskip("viser")
 
 from engine.config import GenerateConfig, OptimConfig
-from engine.extend import cameras_from_options, read_run
+from engine.extend.state import cameras_from_options, read_run
 from engine.run import run_generate
 from splat.formats.camera_path import save_camera_path
 from viewer.chromium import HeadlessChromium, find_chromium
@@ -232,20 +232,19 @@ def test_generate_view_offers_stitch_here_once_the_run_is_finished(finished, tmp
         viewer.stop()
 
 
-def test_generate_view_hands_its_loaded_models_to_stitch_here(kyoto, tmp_path, monkeypatch):
-    import viewer as viewer_package
-    from viewer.server import start_live_viewer
+def test_generate_view_hands_its_loaded_models_to_stitch_here(kyoto, tmp_path):
+    from viewer import live_viewer_at
 
     started = []
 
-    def start(**kw):
-        started.append(start_live_viewer(**{**kw, "port": 0}))
+    def start(run_root):
+        started.append(live_viewer_at(port=0)(run_root))
         return started[-1]
 
-    monkeypatch.setattr(viewer_package, "start_live_viewer", start)
     root = tmp_path / "run"
     config = GenerateConfig(photo=kyoto, mode="single", max_side=MAX_SIDE, optim=OptimConfig(STEPS))
-    run_generate(config, run_dir=root, view=True, quiet=True)
+    run_generate(config, run_dir=root, live_viewer=start, quiet=True)
+    assert started[0].config.path_dir == root / "paths"  # browser-saved paths stay inside the run
     panel = started[0].stitch_here
     assert panel is not None and panel._backends is not None  # no second copy loaded at the first press
     result = panel.stitch(cameras_from_options(read_run(root), yaw=40.0)[0])

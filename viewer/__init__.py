@@ -9,14 +9,23 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from viewer.saved import SavedScene, load_saved, serve_saved
-    from viewer.server import LiveViewer, ViewerConfig, start_live_viewer
+    from viewer.server import LiveViewer, ViewerConfig, live_viewer_at, start_live_viewer
 
-__all__ = ["LiveViewer", "SavedScene", "ViewerConfig", "load_saved", "serve_saved", "start_live_viewer"]
+__all__ = [
+    "LiveViewer",
+    "SavedScene",
+    "ViewerConfig",
+    "live_viewer_at",
+    "load_saved",
+    "serve_saved",
+    "start_live_viewer",
+]
 
 _HOMES = {
     "LiveViewer": "viewer.server",
     "ViewerConfig": "viewer.server",
     "start_live_viewer": "viewer.server",
+    "live_viewer_at": "viewer.server",
     "SavedScene": "viewer.saved",
     "load_saved": "viewer.saved",
     "serve_saved": "viewer.saved",

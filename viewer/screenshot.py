@@ -54,10 +54,11 @@ def settled_screenshot(browser, timeout: float = 60.0) -> bytes:
 def main(argv: list[str] | None = None) -> None:
     from PIL import Image
 
+    from engine.backends.loading import backends_for_config
     from engine.config import PRESETS, OptimConfig
     from engine.images import load_photo
     from engine.pipeline import StitchPipeline
-    from engine.run import build_backends, cameras_for
+    from engine.run import cameras_for
     from viewer.chromium import HeadlessChromium
     from viewer.server import LiveViewer, ViewerConfig
 
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     image = load_photo(args.photo, args.max_side)
     cameras = cameras_for(config, image.shape[1], image.shape[0])
-    outpainter, completer = build_backends(config)
+    outpainter, completer = backends_for_config(config)
     pipeline = StitchPipeline(outpainter, completer, config.fusion, config.optim, sh_degree=config.sh_degree)
     width, height = (int(v) for v in args.size.split("x"))
 

@@ -17,7 +17,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -373,3 +373,13 @@ def start_live_viewer(host: str = "127.0.0.1", port: int = 8080, **config) -> Li
     the end, show `viewer.url` (the port moves on if `port` is busy). Extra keyword arguments go to
     ViewerConfig (max_splats, chunk_size, render_width, path_dir)."""
     return LiveViewer(ViewerConfig(host=host, port=port, **config))
+
+
+def live_viewer_at(host: str = "127.0.0.1", port: int = 8080) -> Callable[[Path], LiveViewer]:
+    """For `run_generate(live_viewer=...)`: a viewer started once the run folder exists, with the Stitch here
+    panel on that run; camera paths saved from the browser go to RUN/paths/, never over a run file."""
+
+    def start(run_root: Path) -> LiveViewer:
+        return start_live_viewer(host=host, port=port, path_dir=run_root / "paths", run_dir=run_root)
+
+    return start

@@ -80,7 +80,8 @@ class StitchHerePanel:
         return client_camera(client, int(size[0]), int(size[1]))
 
     def stitch(self, camera: Camera, prompt: str | None = None):
-        from engine.extend import extend_run, load_backends, read_run
+        from engine.extend.grow import extend_run, load_backends
+        from engine.extend.state import read_run
 
         state = read_run(self.root)  # refuses a run that is still generating
         if self._backends is None:
@@ -103,7 +104,7 @@ class StitchHerePanel:
         return result
 
     def undo(self) -> int:
-        from engine.extend import undo_last
+        from engine.extend.undo import undo_last
         from viewer.saved import load_saved
 
         k = undo_last(self.root)

@@ -74,7 +74,7 @@ def _save(png: bytes, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     from engine.config import PRESETS, OptimConfig
-    from engine.extend import cameras_from_options, read_run
+    from engine.extend.state import cameras_from_options, read_run
     from engine.run import run_generate
     from viewer.chromium import HeadlessChromium
     from viewer.saved import serve_saved
