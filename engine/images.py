@@ -1,4 +1,7 @@
-"""Loading the input photo: validation, orientation, colour mode, and sizing for the models."""
+"""Loading the input photo: validation, orientation, colour mode, and sizing for the models.
+
+Also the pixel helpers the engine shares: uint8 conversion, luminance, PNG writing, depth colouring.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ MIN_SIDE = 32  # below this no view has enough pixels to stitch
 # while reading the header, before any pixel is allocated: the largest photo we decode is ~89 megapixels.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 SIZE_MULTIPLE = 8  # diffusion models need sides divisible by 8
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # Rec. 601 luma weights of R, G, B
 
 
 def file_sha256(path: Path) -> str:
@@ -138,6 +142,11 @@ def _to_rgb_float(img: Image.Image, max_side: int) -> np.ndarray:
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """float [H, W, C] in [0, 1] -> uint8."""
     return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def luminance(image: np.ndarray) -> np.ndarray:  # [..., 3] -> [...]
+    """Rec. 601 luma of RGB pixels (extra channels after the third are ignored)."""
+    return image[..., :3] @ LUMA
 
 
 def save_png(image: np.ndarray, path: Path) -> None:

@@ -25,6 +25,8 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from engine.images import luminance
+
 # Bounds of the verdict (see README "Outcome harness" for how they were chosen).
 LUMINANCE_RANGE = (0.8, 1.25)
 SEAM_COLOUR_MAX = 3.0  # x the photo's own median step across a column
@@ -33,8 +35,6 @@ DEPTH_RATIO_RANGE = (1 / 3, 3.0)
 HOLES_MAX = 0.05
 REPETITION_MAX = 0.6
 DETAIL_MIN = 0.15
-
-_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
 @dataclass
@@ -48,10 +48,6 @@ class ViewOutcome:
     repetition: float | None
     detail: float | None
     depth_ratio: float | None
-
-
-def luminance(image: np.ndarray) -> np.ndarray:  # [H, W, 3] -> [H, W]
-    return image[..., :3] @ _LUMA
 
 
 def _chromaticity(pixels: np.ndarray) -> np.ndarray:  # [N, 3] -> [3]
@@ -191,7 +187,7 @@ def evaluate_views(views: Sequence, gaussians=None, between: bool = True) -> dic
             ViewOutcome(
                 view=k,
                 new_fraction=round(float(new.mean()), 4),
-                luminance_ratio=round(float((added @ _LUMA).mean()) / max(photo_lum, 1e-6), 4),
+                luminance_ratio=round(float(luminance(added).mean()) / max(photo_lum, 1e-6), 4),
                 colour_shift=round(float(np.abs(_chromaticity(added) - photo_chroma).sum()), 4),
                 seam_colour=None if step_c is None else round(step_c / baseline, 3),
                 seam_depth=_round(seam_depth_step(v.depth, new)),

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from engine.backends.outpaint import ClassicalOutpainter, MirrorOutpainter, push_pull_fill
+from engine.images import luminance
 from engine.outcome import (
     LUMINANCE_RANGE,
     detail_ratio,
     evaluate_views,
-    luminance,
     photo_seam_baseline,
     repetition_score,
     seam_colour_step,

@@ -99,7 +99,8 @@ class ClassicalOutpainter:
         seed: int,
         reference: np.ndarray | None = None,  # [H', W', 3] more texture to copy from (the photo)
     ) -> np.ndarray:
-        from engine.backends.outpaint_exemplar import exemplar_fill, match_row_brightness, seam_blend
+        from engine.backends.outpaint_blend import match_row_brightness, seam_blend
+        from engine.backends.outpaint_exemplar import exemplar_fill
 
         if not mask.any():
             return image.astype(np.float32)
