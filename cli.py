@@ -1,5 +1,8 @@
 """`stitch`: the command line. Thin: parse flags, build a config, call a library function.
 
+One file: every `stitch` command's flags in one place (cli.py is the one entry point of the layout; the
+training sub-commands sit beside their code in completion/cli.py); each body is a call into a lower layer.
+
 Every problem with the user's input surfaces as one line on stderr and exit code 2 (see `main`).
 """
 
@@ -22,8 +25,10 @@ app = typer.Typer(
 bench_app = typer.Typer(help="Benchmarks: scene geometry against real ground truth.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 app.add_typer(train_app, name="train")
-from engine.models_cli import models_app  # noqa: E402  (sub-app: stitch models list|check|download)
-
+models_app = typer.Typer(
+    help="Model registry: list the learned backends' weights, check what is available offline, download.",
+    no_args_is_help=True,
+)
 app.add_typer(models_app, name="models")
 
 
@@ -249,6 +254,16 @@ def extend(
 
 
 _EXECUTOR_HELP = "inline (this process) | local (submitit subprocesses) | slurm (submitit job array)"
+# Executor flags shared by `batch` and `bench geometry` (typer options can be reused as defaults).
+_PARTITION = typer.Option("", "--partition", help="SLURM partition.")
+_ACCOUNT = typer.Option("", "--account", help="SLURM account.")
+_QOS = typer.Option("", "--qos", help="SLURM quality of service.")
+_GPUS = typer.Option(0, "--gpus", help="GPUs per job.")
+_TIME = typer.Option("4:00:00", "--time", help="Time limit per job (requeued when reached).")
+_MEM = typer.Option(16, "--mem", help="Memory per job, GB.")
+_CPUS = typer.Option(4, "--cpus", help="CPUs per job.")
+_RETRIES = typer.Option(2, "--retries", help="Resubmit jobs that died this many times.")
+_DRY_RUN = typer.Option(False, "--dry-run", help="Print the sbatch script, submit nothing.")
 
 
 def _cluster(executor, shards, partition, account, qos, gpus, time_limit, mem, cpus, retries, folder):
@@ -263,14 +278,9 @@ def _cluster(executor, shards, partition, account, qos, gpus, time_limit, mem, c
 
 def _dry_run(opts, n_tasks: int, folder: Path) -> None:
     """Print the sbatch script submitit would submit (and keep a copy), submit nothing."""
-    from engine.cluster import render_sbatch
+    from engine.cluster import write_dry_run
 
-    if opts.executor != "slurm":
-        raise StitchError("--dry-run shows the SLURM script; add --executor slurm --partition NAME")
-    opts.check()
-    script = render_sbatch(opts, n_tasks, folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "array.sbatch").write_text(script, encoding="utf-8")
+    script = write_dry_run(opts, n_tasks, folder)
     typer.echo(script)
     typer.echo(f"# {n_tasks} array task(s); written to {folder / 'array.sbatch'}; nothing submitted")
 
@@ -292,15 +302,15 @@ def bench_geometry(
     ),
     executor: str = typer.Option("inline", "--executor", help=_EXECUTOR_HELP),
     shards: int = typer.Option(1, "--shards", help="Jobs to split the sequences over."),
-    partition: str = typer.Option("", "--partition", help="SLURM partition."),
-    account: str = typer.Option("", "--account", help="SLURM account."),
-    qos: str = typer.Option("", "--qos", help="SLURM quality of service."),
-    gpus: int = typer.Option(0, "--gpus", help="GPUs per job."),
-    time_limit: str = typer.Option("4:00:00", "--time", help="Time limit per job (requeued when reached)."),
-    mem: int = typer.Option(16, "--mem", help="Memory per job, GB."),
-    cpus: int = typer.Option(4, "--cpus", help="CPUs per job."),
-    retries: int = typer.Option(2, "--retries", help="Resubmit jobs that died this many times."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the sbatch script, submit nothing."),
+    partition: str = _PARTITION,
+    account: str = _ACCOUNT,
+    qos: str = _QOS,
+    gpus: int = _GPUS,
+    time_limit: str = _TIME,
+    mem: int = _MEM,
+    cpus: int = _CPUS,
+    retries: int = _RETRIES,
+    dry_run: bool = _DRY_RUN,
 ) -> None:
     """Score depth completion on real RGB-D ground truth (uncovered pixels of frame j given frame i)."""
     from engine.bench.geometry import run_geometry_benchmark
@@ -335,15 +345,15 @@ def batch(
     preset: str = typer.Option("offline", "--preset", help="offline | paper | fast"),
     executor: str = typer.Option("local", "--executor", help=_EXECUTOR_HELP),
     shards: int = typer.Option(1, "--shards", help="Jobs to split the rows over (SLURM: array tasks)."),
-    partition: str = typer.Option("", "--partition", help="SLURM partition."),
-    account: str = typer.Option("", "--account", help="SLURM account."),
-    qos: str = typer.Option("", "--qos", help="SLURM quality of service."),
-    gpus: int = typer.Option(0, "--gpus", help="GPUs per job."),
-    time_limit: str = typer.Option("4:00:00", "--time", help="Time limit per job (requeued when reached)."),
-    mem: int = typer.Option(16, "--mem", help="Memory per job, GB."),
-    cpus: int = typer.Option(4, "--cpus", help="CPUs per job."),
-    retries: int = typer.Option(2, "--retries", help="Resubmit jobs that died this many times."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the sbatch script, submit nothing."),
+    partition: str = _PARTITION,
+    account: str = _ACCOUNT,
+    qos: str = _QOS,
+    gpus: int = _GPUS,
+    time_limit: str = _TIME,
+    mem: int = _MEM,
+    cpus: int = _CPUS,
+    retries: int = _RETRIES,
+    dry_run: bool = _DRY_RUN,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Generate many scenes: a resumable run directory per row, an index (batch.csv/json), a contact sheet."""
@@ -365,6 +375,84 @@ def batch(
         typer.echo(f"error: {len(report.failed)} of {len(report.rows)} rows did not finish (see above and "
                    f"{report.index_csv}); run the same command again to retry them", err=True)  # fmt: skip
         sys.exit(1)
+
+
+# --- stitch models: the model registry on the command line -----------------------------------------
+
+
+@models_app.command("list")
+def list_models() -> None:
+    """Every registry entry: key, hub id, revision, kind, licence, size, which backend uses it."""
+    from engine.backends import model_registry
+
+    for spec in model_registry.REGISTRY.values():
+        typer.echo(f"{spec.key}  {spec.repo_id}@{spec.revision}  [{spec.kind}]")
+        typer.echo(f"    licence: {spec.licence}; size: {spec.size}")
+        typer.echo(f"    used by: {spec.used_by}{'  (optional)' if spec.optional else ''}")
+        if spec.vanished:
+            typer.echo(f"    vanished from the hub (found in a local cache only): {', '.join(spec.vanished)}")
+        typer.echo(f"    mirrors: set {spec.env_var()}=org/name[,org/name]")
+
+
+@models_app.command("check")
+def check_models(
+    names: list[str] = typer.Argument(None, help="Registry keys or hub ids (default: all)."),
+    model_path: Path | None = typer.Option(None, "--model-path", help="Local models root to search too."),
+    preset: str = typer.Option("", "--preset", help="Check only what this preset needs (e.g. paper)."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 1 if any checked model is missing."),
+) -> None:
+    """Per model: are its weights available offline (--model-path, STITCH_MODEL_PATH, the HF cache)?"""
+    from engine.backends import models
+
+    if preset:
+        from engine.backends.registry import preset_backends, required_models
+
+        names = [*(names or []), *required_models(*preset_backends(preset))]
+        if not names:
+            typer.echo(f"preset {preset} needs no model weights")
+            return
+    missing = 0
+    for spec, found, _reason in models.check(names or None, model_path=model_path):
+        if found is not None:
+            where = found.commit[:12] if found.commit else found.fingerprint or ""
+            rid = found.repo_id or spec.repo_id
+            typer.echo(f"ok       {spec.key:26s} {rid}  {found.source}: {found.path} {where}")
+        else:
+            missing += 1
+            tag = "optional" if spec.optional and not names else "missing "
+            typer.echo(f"{tag} {spec.key:26s} {spec.repo_id}  -> stitch models download {spec.key}")
+    if missing and strict:
+        raise typer.Exit(1)
+
+
+@models_app.command("download")
+def download_models(
+    names: list[str] = typer.Argument(None, help="Registry keys or hub ids (org/name[@revision])."),
+    preset: str = typer.Option("", "--preset", help="Everything this preset needs (e.g. paper)."),
+    to: Path | None = typer.Option(
+        None,
+        "--to",
+        help="Models root to write DIR/<org>/<name> (then: --model-path DIR); default: the HF cache.",
+    ),
+    revision: str | None = typer.Option(
+        None, "--revision", help="Branch, tag or commit (default: the registry's)."
+    ),
+    repo_id: str | None = typer.Option(None, "--repo-id", help="Fetch from this mirror repository instead."),
+) -> None:
+    """Download weights with huggingface_hub (on a connected machine; HF_ENDPOINT and HF_TOKEN honoured)."""
+    from engine.backends import models
+
+    wanted = list(names or [])
+    if preset:
+        from engine.backends.registry import preset_backends, required_models
+
+        wanted += required_models(*preset_backends(preset))
+    if not wanted:
+        raise StitchError("name a model (`stitch models list`) or --preset paper")
+    for name in dict.fromkeys(wanted):
+        base, _, rev = name.partition("@") if "@" in name else (name, "", "")
+        path, rid = models.download(base, revision=rev or revision, to=to, repo_id=repo_id)
+        typer.echo(f"{base}: {rid} -> {path}")
 
 
 def _one_line(text: str, limit: int = 600) -> str:

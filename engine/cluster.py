@@ -211,3 +211,14 @@ def run_shards(
             )
         todo = failed
     return results
+
+
+def write_dry_run(opts: ClusterOptions, n_tasks: int, folder: Path) -> str:
+    """`--dry-run`: the sbatch script submitit would submit, kept as FOLDER/array.sbatch; nothing is sent."""
+    if opts.executor != "slurm":
+        raise StitchError("--dry-run shows the SLURM script; add --executor slurm --partition NAME")
+    opts.check()
+    script = render_sbatch(opts, n_tasks, folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "array.sbatch").write_text(script, encoding="utf-8")
+    return script
