@@ -18,7 +18,9 @@ import pytest
 from PIL import Image
 
 from engine.cluster import ClusterOptions, parse_time, render_sbatch
-from engine.tools.batch import BatchDefaults, read_jobs, run_batch, write_index
+from engine.tools.batch import run_batch
+from engine.tools.batch_index import write_index
+from engine.tools.batch_jobs import BatchDefaults, read_jobs
 from splat.errors import StitchError
 
 PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "photos"

@@ -13,9 +13,12 @@ import numpy as np
 import pytest
 from test_geometry_bench import F, H, W, _camera, _Counting, _frame, _write_generic
 
-from engine.bench.geometry import BenchConfig, build_methods, plan_sequences, render_partial_depth
 from engine.bench.geometry import run_geometry_benchmark as run
+from engine.bench.geometry_config import BenchConfig
+from engine.bench.methods import build_methods
+from engine.bench.partial_depth import render_partial_depth
 from engine.bench.rgbd import RGBDSequence
+from engine.bench.scoring import plan_sequences
 from engine.bench.sequences import BenchSequence, apply_protocol, discover_sequences
 from splat.errors import StitchError
 
@@ -272,7 +275,7 @@ def test_trajectory_log_one_level_down_is_found_or_named(tmp_path):
 
 
 def test_skip_messages_are_whole_and_the_weights_hint_fits_bench(monkeypatch):
-    from engine.bench import geometry as geometry_bench
+    from engine.bench import methods as bench_methods
 
     long = (
         "model 'x/y' for depth completion is not available on this machine: run `stitch models download x` "
@@ -284,9 +287,9 @@ def test_skip_messages_are_whole_and_the_weights_hint_fits_bench(monkeypatch):
     def missing():
         raise StitchError(long)
 
-    geometry_bench.available_methods()
+    bench_methods.available_methods()
     monkeypatch.setitem(
-        geometry_bench._REGISTRY, "needs-weights", geometry_bench.MethodSpec("needs-weights", missing)
+        bench_methods._REGISTRY, "needs-weights", bench_methods.MethodSpec("needs-weights", missing)
     )
     notes: list[str] = []
     built = build_methods(None, notes.append)

@@ -199,7 +199,7 @@ def test_logged_validation_is_the_number_bench_reports(run):
     """val_mae in log.csv comes from the generate/bench inference path (padding, flip, scaling 0.5)."""
     from completion.training.evaluate import rgbd_val_samples
     from engine.backends.registry import build_depth_completer
-    from engine.bench.geometry import depth_metrics
+    from engine.bench.metrics import depth_metrics
 
     root, cfg, _ = run
     samples = rgbd_val_samples(cfg.val_rgbd, cfg.val_max_pairs, None, renderer="points", seed=cfg.seed)

@@ -208,7 +208,8 @@ def _score_real_pair(folder: str, frame_i: str, frame_j: str) -> dict[str, dict[
     root = SHARED / "rgbd" / folder
     if not root.is_dir():
         pytest.skip("shared RGB-D data not present")
-    from engine.bench.geometry import depth_metrics, render_partial_depth
+    from engine.bench.metrics import depth_metrics
+    from engine.bench.partial_depth import render_partial_depth
     from engine.bench.rgbd import load_rgbd_sequence
 
     seq = load_rgbd_sequence(root)

@@ -10,14 +10,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from engine.bench.geometry import (
-    BenchConfig,
-    default_gap,
-    depth_metrics,
-    render_partial_depth,
-    run_geometry_benchmark,
-    select_pairs,
-)
+from engine.bench.geometry import run_geometry_benchmark
+from engine.bench.geometry_config import BenchConfig
+from engine.bench.metrics import depth_metrics
+from engine.bench.pairs import default_gap, select_pairs
+from engine.bench.partial_depth import render_partial_depth
 from engine.bench.rgbd import RGBDFrame, detect_layout, load_rgbd_sequence
 from splat.cameras import Camera, pixel_grid, pose_to_world_to_camera, rotation_ypr
 from splat.errors import StitchError

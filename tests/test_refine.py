@@ -18,7 +18,9 @@ from cli import app
 from engine.config import GenerateConfig, OptimConfig
 from engine.run import run_generate
 from engine.tools.quality_report import jitter_camera, reproject
-from engine.tools.refine import RefineCheckpoint, RefineConfig, load_run, refine_run
+from engine.tools.refine import RefineConfig, refine_run
+from engine.tools.refine_checkpoint import RefineCheckpoint
+from engine.tools.refine_inputs import load_run
 from engine.trajectory import yaw_cameras
 from splat.errors import StitchError
 from splat.formats.io import load_scene

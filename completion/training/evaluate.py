@@ -1,9 +1,9 @@
 """Validation during training: the scene-geometry benchmark's metric on held-out RGB-D frames.
 
 For pairs (i, j) of a held-out RGB-D sequence, frame i's ground truth is rendered into frame j
-(engine.bench.geometry.render_partial_depth: Gaussians + the project's renderer); the model completes j
+(engine.bench.partial_depth.render_partial_depth: Gaussians + the project's renderer); the model completes j
 from its image and that partial depth; the score is the MAE in metres on the uncovered pixels with GT
-(engine.bench.geometry.depth_metrics), averaged over pairs. Partial depths are computed once and reused.
+(engine.bench.metrics.depth_metrics), averaged over pairs. Partial depths are computed once and reused.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ def rgbd_val_samples(
     root: str, max_pairs: int = 4, gap: int | None = None, renderer: str = "auto", seed: int = 0
 ) -> list[ValSample]:
     """Held-out benchmark pairs from an RGB-D folder (any layout engine.bench.rgbd reads)."""
-    from engine.bench.geometry import default_gap, render_partial_depth, select_pairs
+    from engine.bench.pairs import default_gap, select_pairs
+    from engine.bench.partial_depth import render_partial_depth
     from engine.bench.rgbd import load_rgbd_sequence
 
     seq = load_rgbd_sequence(root)
@@ -74,7 +75,7 @@ def validate(model, samples: list[ValSample], config=None) -> dict[str, float]:
     PATH` and `stitch bench` build (reflect padding, flip averaging, depth scaling 0.5 for views with known
     depth), so the logged number is the number `bench` reports for the same weights."""
     from engine.backends.depth_network import NetworkDepthCompleter
-    from engine.bench.geometry import depth_metrics
+    from engine.bench.metrics import depth_metrics
 
     was_training = model.training
     completer = NetworkDepthCompleter(model, config)  # puts the model in eval mode

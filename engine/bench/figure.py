@@ -1,4 +1,7 @@
-"""The benchmark's figure: error maps for a few pairs and MAE against the frame gap (matplotlib, Agg)."""
+"""The benchmark's figure: error maps for a few pairs and MAE against the frame gap (matplotlib, Agg).
+
+It takes finished results (engine.bench.results.BenchTable); the benchmark run (geometry.py) calls it.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from engine.bench.geometry import BenchTable
+    from engine.bench.results import BenchTable
 
 ERROR_MAX = 0.5  # metres: top of the error colour scale
 

@@ -7,7 +7,7 @@ path relative to ROOT; its dataset is the layout's family (ScanNet, Hypersim, 7-
 generic): the summary has rows per sequence, per dataset and overall.
 
 Protocols (`--protocol`), the paper's pair choices as named presets:
-- default: j = i + gap (10 recorded frames, see geometry_bench.default_gap), every pair.
+- default: j = i + gap (10 recorded frames, see engine.bench.pairs.default_gap), every pair.
 - scannet: j = i + 10 recorded frames, i every 50th recorded frame, the first 50 scenes (sorted names).
 - hypersim: pairs whose render covers >= 80 % of frame j.
 - auto: scannet for ScanNet sequences, hypersim for Hypersim ones, default for the rest.
@@ -26,7 +26,7 @@ from engine.bench.rgbd import RGBDSequence, detect_layout, load_rgbd_sequence, l
 from splat.errors import StitchError
 
 if TYPE_CHECKING:
-    from engine.bench.geometry import BenchConfig
+    from engine.bench.geometry_config import BenchConfig
 
 MAX_DEPTH = 3  # ScanNet root/scans/scene0000_00, 7-Scenes root/redkitchen/seq-01, Hypersim root/ai_001_001
 DATASETS = {"7scenes": "7-Scenes", "trajectory_log": "ICL-NUIM/Redwood", "scannet": "ScanNet",
@@ -157,7 +157,8 @@ class SequenceShard:
     out: Path
 
     def __call__(self) -> dict:
-        from engine.bench.geometry import build_methods, score_sequences
+        from engine.bench.methods import build_methods
+        from engine.bench.scoring import score_sequences
 
         completers = build_methods(self.methods, log=lambda s: None)
         results, cases = score_sequences(self.seqs, completers, self.config, self.out, log=print)

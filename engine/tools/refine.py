@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
-import os
 import re
 import signal
 import sys
@@ -22,16 +20,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
-from engine.rundir import RunDirectory, atomic_write_json
-from engine.tools.quality_report import Reference, held_out_references, quality
+from engine.rundir import atomic_write_json
+from engine.tools.quality_report import quality
+from engine.tools.refine_checkpoint import RefineCheckpoint
+from engine.tools.refine_inputs import load_run, references, train_views
 from splat import render as splat_render
-from splat.cameras import Camera
 from splat.errors import StitchError
 from splat.gaussians import Gaussians
 from splat.optimize import LearningRates, Schedule, Trainer, TrainView
@@ -95,70 +90,6 @@ class RefineConfig:
             raise StitchError(f"unknown --device {self.device!r}; choose auto, cpu, cuda or cuda:N")
 
 
-@dataclass
-class RunData:
-    """What a finished run holds for refinement (all on the CPU; numpy per view)."""
-
-    cameras: list[Camera]
-    images: list[np.ndarray]  # [H, W, 3] float32
-    depths: list[np.ndarray]  # [H, W] float32
-    trusted: list[np.ndarray]  # [H, W] bool
-    gaussians: dict[str, torch.Tensor]  # checkpoint tensors of the finished scene
-
-
-def _mask_png(path: Path) -> np.ndarray:
-    try:
-        return np.asarray(Image.open(path).convert("L")) > 127
-    except OSError as exc:
-        raise StitchError(f"{path} is missing or damaged ({exc}); the run directory is incomplete") from exc
-
-
-def load_run(root: Path, trust: str = "new") -> RunData:
-    """Cameras, views, depths and trusted-pixel masks of a finished run, and its final Gaussians."""
-    rd = RunDirectory(Path(root))
-    manifest = rd.read_manifest()
-    cameras = rd.read_cameras(manifest)  # validated in one place (engine/rundir.py)
-    if not cameras:
-        raise StitchError(f"{rd.manifest_path} lists no cameras; it is not a finished stitch run")
-    views_done, tensors, _ = rd.load_checkpoint()
-    if tensors is None or views_done < len(cameras):
-        raise StitchError(
-            f"{rd.root} holds {views_done} of {len(cameras)} views; finish it first: "
-            f"stitch generate --resume {rd.root}"
-        )
-    images, depths, trusted = [], [], []
-    for k in range(len(cameras)):
-        image, depth, new = rd.load_view(k)
-        if image.shape[:2] != (cameras[k].height, cameras[k].width):
-            raise StitchError(f"view {k} in {rd.root} does not match its camera's size; start a new run")
-        images.append(image)
-        depths.append(depth.astype(np.float32))
-        trusted.append(np.ones(new.shape, bool) if (trust == "all" or k == 0) else new)
-    return RunData(cameras, images, depths, trusted, tensors)
-
-
-def train_views(run: RunData, device: torch.device) -> list[TrainView]:
-    return [
-        TrainView(
-            cam,
-            torch.from_numpy(img).to(device),
-            torch.from_numpy(mask).to(device),
-            torch.from_numpy(depth).to(device),
-        )
-        for cam, img, depth, mask in zip(run.cameras, run.images, run.depths, run.trusted, strict=True)
-    ]
-
-
-def references(run: RunData, seed: int = 0) -> tuple[list[Reference], list[Reference]]:
-    """(generation-view references, held-out jittered-camera references) of a run."""
-    generation = [
-        Reference(f"view {k}", cam, img, mask)
-        for k, (cam, img, mask) in enumerate(zip(run.cameras, run.images, run.trusted, strict=True))
-    ]
-    held = held_out_references(run.cameras, run.images, run.depths, run.trusted, seed=seed)
-    return generation, held
-
-
 @contextlib.contextmanager
 def _whole_step() -> Iterator[None]:
     """Defer SIGINT until the block ends, then raise KeyboardInterrupt: a step interrupted half-way (some
@@ -182,55 +113,6 @@ def _device(name: str) -> torch.device:
     device = resolve_device(name)  # cuda:1 stays cuda:1
     check_gsplat(device)
     return device
-
-
-class RefineCheckpoint:
-    """RUN_DIR/refine/: trainer.safetensors (tensors) + state.json (step, config, rng, report so far)."""
-
-    def __init__(self, root: Path) -> None:
-        self.dir = Path(root) / "refine"
-
-    @property
-    def state_path(self) -> Path:
-        return self.dir / "state.json"
-
-    def load(self) -> tuple[dict | None, dict[str, torch.Tensor] | None]:
-        if not self.state_path.is_file():
-            return None, None
-        try:
-            state = json.loads(self.state_path.read_text(encoding="utf-8"))
-            if not isinstance(state, dict):
-                raise ValueError("state.json is not a JSON object")
-            name = state["tensors"]
-            # Only our own file name inside refine/: a hand-edited state.json must not point elsewhere.
-            if not (isinstance(name, str) and re.fullmatch(r"trainer_\d{6,}\.safetensors", name)):
-                raise ValueError(f"state.json names {name!r}, not a trainer_XXXXXX.safetensors file")
-            tensors = load_file(str(self.dir / name))
-        except (OSError, ValueError, KeyError, TypeError, RecursionError, SafetensorError) as exc:
-            raise StitchError(
-                f"refine checkpoint in {self.dir} is damaged ({exc}); rerun with --restart"
-            ) from exc
-        return state, tensors
-
-    def save(self, state: dict, tensors: dict[str, torch.Tensor]) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        name = f"trainer_{state['step']:06d}.safetensors"
-        tmp = self.dir / f".{name}.tmp{os.getpid()}"
-        try:
-            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
-            tmp.replace(self.dir / name)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        atomic_write_json(self.state_path, {**state, "tensors": name})
-        for old in self.dir.glob("trainer_*.safetensors"):
-            if old.name != name:
-                old.unlink(missing_ok=True)
-
-    def clear(self) -> None:
-        for path in self.dir.glob("*"):
-            if path.is_file():
-                path.unlink()
 
 
 def _build_trainer(

@@ -1,0 +1,34 @@
+"""The geometry benchmark's settings (BenchConfig) and the protocol version its cached results carry."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+BENCH_VERSION = 1  # bump when the protocol changes: cached per-pair results of other versions are recomputed
+
+
+@dataclass
+class BenchConfig:
+    gap: int | None = None  # None: default_gap(sequence, gap_frames)
+    gap_frames: int = 10  # the default gap in recorded frames (scannet protocol: 10)
+    stride_frames: int = 0  # first frames of pairs every this many recorded frames (scannet: 50; 0: all)
+    sweep_gaps: bool = True  # also score gap/2 and 2*gap on a few pairs (the MAE-vs-gap figure)
+    sweep_pairs: int = 6
+    min_coverage: float = 0.0  # skip pairs whose render covers less of frame j (Hypersim protocol: 0.8)
+    max_pairs: int | None = None
+    seed: int = 0
+    band_px: float = 10.0
+    erode_px: int = 2
+    scale_factor: float = 0.5  # Gaussian size and opacity as the pipeline seeds them (engine.config)
+    opacity: float = 0.95
+    renderer: str = "auto"
+    figure: bool = True
+    protocol: str = "default"  # engine.bench.sequences.PROTOCOLS
+
+    def protocol_key(self) -> str:
+        """What a cached per-pair result depends on (method settings are added per method)."""
+        d = {"v": BENCH_VERSION, "band": self.band_px, "erode": self.erode_px, "scale": self.scale_factor,
+             "opacity": self.opacity, "min_coverage": self.min_coverage}  # fmt: skip
+        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
