@@ -34,9 +34,7 @@ import json
 import os
 import platform
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -50,27 +48,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from splat.cameras import Camera, intrinsics
 from splat.formats.io import load_scene
 from splat.render import render
-from viewer.chromium import HeadlessChromium, find_chromium
+from viewer.chromium import SWIFTSHADER_WEBGL, HeadlessChromium, find_chromium
 
 HARNESS = Path(__file__).resolve().parent / "viewer_opacity"
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 VIEWERS = ("playcanvas", "mkkellogg")
-# Chromium without a GPU: WebGL through ANGLE's SwiftShader backend (newer Chromium needs the opt-in).
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--hide-scrollbars",
-    "--mute-audio",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-)
 
 
 def harness_ready() -> bool:
@@ -290,41 +272,7 @@ def _serve(scene: Path):
         server.server_close()
 
 
-class _Chromium(HeadlessChromium):
-    """viewer.chromium's DevTools driver, started with the SwiftShader WebGL flags."""
-
-    def __init__(self, url: str, width: int, height: int, timeout: float = 60.0) -> None:
-        exe = find_chromium()
-        if exe is None:
-            raise RuntimeError("chromium not found; install it with: apt-get install -y chromium")
-        self._profile = tempfile.mkdtemp(prefix="stitch-opacity-chromium-")
-        self.proc = subprocess.Popen(
-            [
-                exe,
-                *CHROMIUM_FLAGS,
-                f"--user-data-dir={self._profile}",
-                "--remote-debugging-port=0",
-                f"--window-size={width},{height}",
-                url,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        self._ws = None
-        self._next_id = 0
-        try:
-            self._ws = self._connect(timeout)
-        except BaseException:
-            self.close()
-            raise
-
-    def evaluate_async(self, expression: str):
-        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
-        return result.get("result", {}).get("value")
-
-
-def _grab(browser: _Chromium, width: int, height: int) -> np.ndarray:
+def _grab(browser: HeadlessChromium, width: int, height: int) -> np.ndarray:
     from PIL import Image
 
     clip = {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}
@@ -345,7 +293,7 @@ def viewer_renders(ply: Path, camera: Camera, viewer: str, timeout: float = 180.
     with _serve(ply.resolve()) as base:
         url = (f"{base}/index.html?viewer={viewer}&ply=/scene.ply&w={w}&h={h}"
                f"&fx={K[0, 0]}&fy={K[1, 1]}&cx={K[0, 2]}&cy={K[1, 2]}")  # fmt: skip
-        with _Chromium("about:blank", w, h) as browser:
+        with HeadlessChromium("about:blank", w, h, timeout=60.0, extra_flags=SWIFTSHADER_WEBGL) as browser:
             browser.call("Emulation.setDeviceMetricsOverride", width=w, height=h, deviceScaleFactor=1,
                          mobile=False)  # fmt: skip
             browser.call("Page.navigate", url=url)
@@ -361,11 +309,11 @@ def viewer_renders(ply: Path, camera: Camera, viewer: str, timeout: float = 180.
                 time.sleep(0.5)
             out = {}
             for name, rgb in (("black", (0, 0, 0)), ("white", (1, 1, 1))):
-                browser.evaluate_async(f"window.setBackground({rgb[0]}, {rgb[1]}, {rgb[2]})")
+                browser.evaluate(f"window.setBackground({rgb[0]}, {rgb[1]}, {rgb[2]})", await_promise=True)
                 # The viewers sort in a worker: take frames until two in a row agree.
                 prev = _grab(browser, w, h)
                 for _ in range(20):
-                    browser.evaluate_async("new Promise(r => setTimeout(r, 300))")
+                    browser.evaluate("new Promise(r => setTimeout(r, 300))", await_promise=True)
                     cur = _grab(browser, w, h)
                     if np.array_equal(cur, prev):
                         break

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import time
+import signal
+import threading
 
 from engine.events import PipelineEvent
 
@@ -15,9 +16,6 @@ def interrupts_that_stick():
     (`__del__` of a torch/numba object) is printed and dropped, and the run would go on to finish with exit
     0. Outside the main thread (the viewer's Stitch-here worker) signals cannot be handled here and nothing
     changes."""
-    import signal
-    import threading
-
     caught: list[int] = []
 
     def check(event: PipelineEvent) -> None:
@@ -45,8 +43,25 @@ def interrupts_that_stick():
 
 
 def wait_for_interrupt() -> None:
+    """Block until Ctrl-C (a viewer left open). The handler sets an event as well as raising: a
+    KeyboardInterrupt that lands in a finaliser is dropped by Python, and the wait would never end."""
+    stop = threading.Event()
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    ):
+        stop.wait()  # no Ctrl-C can arrive here; the process ends by other signals
+        return
+
+    def handler(signum, frame):
+        stop.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
     try:
-        while True:
-            time.sleep(1.0)
+        while not stop.wait(1.0):
+            pass
     except KeyboardInterrupt:
-        pass
+        pass  # the Ctrl-C this waited for
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -8,13 +8,13 @@ import json
 import os
 import shutil
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_in_process import run_cli
 from PIL import Image
 
 from engine.cluster import ClusterOptions, parse_time, render_sbatch
@@ -25,22 +25,6 @@ from splat.errors import StitchError
 
 PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "photos"
 TINY = BatchDefaults(prompt="a scene", mode="single", max_side=48, steps=1)
-
-
-def _cli(args: list[str], capsys) -> tuple[int, str, str]:
-    import cli
-
-    old = sys.argv
-    sys.argv = ["stitch", *args]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 0
-    finally:
-        sys.argv = old
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _photo(path: Path, colour=(200, 120, 40)) -> Path:
@@ -93,7 +77,7 @@ def test_bad_jobs_files_are_one_clear_error(tmp_path, text, message):
 
 def test_bad_jobs_file_is_exit_2_without_output(tmp_path, capsys):
     (tmp_path / "jobs.csv").write_text("photo,colour\na.png,red\n")
-    code, _, err = _cli(["batch", str(tmp_path / "jobs.csv"), "-o", str(tmp_path / "out")], capsys)
+    code, _, err = run_cli(["batch", str(tmp_path / "jobs.csv"), "-o", str(tmp_path / "out")], capsys)
     assert code == 2 and err.startswith("error:") and "unknown column" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "out").exists()
 
@@ -195,7 +179,7 @@ def test_cli_dry_run_prints_the_array_script(tmp_path, capsys):
     for n in "abc":
         _photo(tmp_path / "imgs" / f"{n}.png")
     out = tmp_path / "out"
-    code, stdout, _ = _cli(
+    code, stdout, _ = run_cli(
         [
             "batch",
             str(tmp_path / "imgs"),

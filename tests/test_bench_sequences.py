@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from cli_in_process import run_cli
 from test_geometry_bench import F, H, W, _camera, _Counting, _frame, _write_generic
 
 from engine.bench.geometry import run_geometry_benchmark as run
@@ -24,22 +24,6 @@ from splat.errors import StitchError
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "rgbd"
 QUIET = BenchConfig(sweep_gaps=False, figure=False)
-
-
-def _cli(args: list[str], capsys) -> tuple[int, str, str]:
-    import cli
-
-    old = sys.argv
-    sys.argv = ["stitch", *args]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 0
-    finally:
-        sys.argv = old
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 # --- fake datasets in their real layouts ----------------------------------------------------------
@@ -232,7 +216,7 @@ def test_gap_too_large_is_exit_2_and_leaves_no_output_folder(tmp_path, capsys):
     data.mkdir()
     _write_generic(data, n=4)
     out = tmp_path / "out"
-    code, _, err = _cli(
+    code, _, err = run_cli(
         ["bench", "geometry", str(data), "-o", str(out), "--gap", "9", "--methods", "nearest"], capsys
     )
     assert code == 2 and "--gap 9 leaves no pairs in synthetic (4 frames)" in err and "--gap <= 3" in err

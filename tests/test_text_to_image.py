@@ -16,7 +16,7 @@ from PIL import Image
 
 pytest.importorskip("diffusers")
 
-from tiny_learned_models import _tiny_clip_tokenizer
+from tiny_learned_models import make_tiny_text2image_pipeline
 
 from engine.backends.text_to_image import generate_first_view, plan_text_to_image
 from engine.config import GenerateConfig
@@ -24,52 +24,6 @@ from engine.run import run_generate
 from splat.errors import StitchError
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def make_tiny_text2image_pipeline(folder: Path, seed: int = 0) -> Path:
-    """A StableDiffusionPipeline (4-channel UNet, KL VAE, CLIP text encoder) of a few hundred kB."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        sample_size=8,  # native size 8 x VAE factor 2 = 16 px: fast on a CPU
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=16,
-        attention_head_dim=4,
-        norm_num_groups=4,
-    )
-    vae = AutoencoderKL(
-        block_out_channels=[8, 16],
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D"] * 2,
-        up_block_types=["UpDecoderBlock2D"] * 2,
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=32,
-    )
-    text_config = CLIPTextConfig(
-        bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=16, intermediate_size=24,
-        num_attention_heads=2, num_hidden_layers=1, vocab_size=64, max_position_embeddings=16,
-        projection_dim=16,
-    )  # fmt: skip
-    text_encoder = CLIPTextModel(text_config)
-    scheduler = DDIMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-        set_alpha_to_one=False, steps_offset=1,
-    )  # fmt: skip
-    pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=_tiny_clip_tokenizer(), unet=unet, scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )  # fmt: skip
-    pipe.save_pretrained(folder)
-    return Path(folder)
 
 
 @pytest.fixture(scope="module")

@@ -20,17 +20,18 @@ def _tiny_clip_tokenizer():
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=16)
 
 
-def make_tiny_inpaint_pipeline(folder: Path, seed: int = 0) -> Path:
-    """A StableDiffusionInpaintPipeline (9-channel UNet, KL VAE, CLIP text encoder) of a few hundred kB."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
+def _tiny_sd_components(in_channels: int, sample_size: int, seed: int) -> dict:
+    """UNet, KL VAE, CLIP text encoder, DDIM scheduler and tokenizer of a Stable Diffusion pipeline, a few
+    hundred kB in all; in_channels 4 (text-to-image) or 9 (inpainting: latents + mask + masked latents)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
         block_out_channels=(8, 16),
         layers_per_block=1,
-        sample_size=16,
-        in_channels=9,  # latents 4 + mask 1 + masked-image latents 4, as SD inpainting
+        sample_size=sample_size,
+        in_channels=in_channels,
         out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
@@ -70,15 +71,34 @@ def make_tiny_inpaint_pipeline(folder: Path, seed: int = 0) -> Path:
         set_alpha_to_one=False,
         steps_offset=1,
     )
+    return {
+        "vae": vae,
+        "text_encoder": text_encoder,
+        "tokenizer": _tiny_clip_tokenizer(),
+        "unet": unet,
+        "scheduler": scheduler,
+    }
+
+
+def make_tiny_inpaint_pipeline(folder: Path, seed: int = 0) -> Path:
+    """A StableDiffusionInpaintPipeline (9-channel UNet, KL VAE, CLIP text encoder) of a few hundred kB."""
+    from diffusers import StableDiffusionInpaintPipeline
+
+    parts = _tiny_sd_components(in_channels=9, sample_size=16, seed=seed)
     pipe = StableDiffusionInpaintPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=_tiny_clip_tokenizer(),
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
+        **parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
+    pipe.save_pretrained(folder)
+    return Path(folder)
+
+
+def make_tiny_text2image_pipeline(folder: Path, seed: int = 0) -> Path:
+    """A StableDiffusionPipeline (4-channel UNet): native size 8 x VAE factor 2 = 16 px, fast on a CPU."""
+    from diffusers import StableDiffusionPipeline
+
+    parts = _tiny_sd_components(in_channels=4, sample_size=8, seed=seed)
+    pipe = StableDiffusionPipeline(
+        **parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False
     )
     pipe.save_pretrained(folder)
     return Path(folder)

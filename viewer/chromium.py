@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,9 @@ FLAGS = (
     "--mute-audio",
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
 )
+# WebGL without a GPU: ANGLE's SwiftShader backend (newer Chromium needs the opt-in). The web splat viewers
+# need it; viser's own page does not.
+SWIFTSHADER_WEBGL = ("--use-angle=swiftshader", "--enable-unsafe-swiftshader")
 
 
 def find_chromium() -> str | None:
@@ -48,7 +52,14 @@ def find_chromium() -> str | None:
 class HeadlessChromium:
     """One headless browser with one page at `url`; `screenshot()` returns the page as RGB [H, W, 3]."""
 
-    def __init__(self, url: str, width: int = 1024, height: int = 640, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        width: int = 1024,
+        height: int = 640,
+        timeout: float = 30.0,
+        extra_flags: Sequence[str] = (),
+    ) -> None:
         exe = find_chromium()
         if exe is None:
             raise RuntimeError("chromium not found; install it with: apt-get install -y chromium")
@@ -57,6 +68,7 @@ class HeadlessChromium:
             [
                 exe,
                 *FLAGS,
+                *extra_flags,
                 f"--user-data-dir={self._profile}",
                 "--remote-debugging-port=0",
                 f"--window-size={width},{height}",
@@ -104,8 +116,11 @@ class HeadlessChromium:
                     raise RuntimeError(f"{method}: {reply['error']}")
                 return reply.get("result", {})
 
-    def evaluate(self, expression: str):
-        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+    def evaluate(self, expression: str, await_promise: bool = False):
+        """The expression's value; await_promise: wait for a Promise it returns and give its value."""
+        result = self.call(
+            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=await_promise
+        )
         return result.get("result", {}).get("value")
 
     def screenshot_png(self) -> bytes:

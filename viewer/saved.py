@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor
 
+from engine.interrupts import wait_for_interrupt
 from splat.cameras import Camera
 from splat.errors import StitchError
 
@@ -110,38 +111,12 @@ def serve_saved(path: str | Path, host: str = "127.0.0.1", port: int = 8080, blo
     if block:
         print(f"stitch view: {viewer.url} (Ctrl-C to stop)", flush=True)
         try:
-            _wait_for_ctrl_c()
+            wait_for_interrupt()
         except KeyboardInterrupt:
             pass
         finally:
             _stop_within(viewer, seconds=20.0)
     return viewer
-
-
-def _wait_for_ctrl_c() -> None:
-    """Block until Ctrl-C. The handler sets an event as well as raising: a KeyboardInterrupt that lands in
-    a finaliser is dropped by Python, and the viewer would then never stop."""
-    import signal
-    import threading
-
-    stop = threading.Event()
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-    ):
-        stop.wait()  # no Ctrl-C can arrive here; the process ends by other signals
-        return
-
-    def handler(signum, frame):
-        stop.set()
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        while not stop.wait(1.0):
-            pass
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _stop_within(viewer, seconds: float) -> None:
