@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import torch
 
-from engine.backends.outpaint import ClassicalOutpainter, MirrorOutpainter
+from engine.backends.outpaint_classical import ClassicalOutpainter, MirrorOutpainter
 from engine.outcome import (
     _fine_texture,
     detail_ratio,

@@ -62,7 +62,7 @@ def photo(tmp_path_factory):
 
 def test_classical_specs_need_no_weights():
     from engine.backends.depth_classical import ClassicalDepthCompleter
-    from engine.backends.outpaint import ClassicalOutpainter
+    from engine.backends.outpaint_classical import ClassicalOutpainter
 
     op, depth = backends.build_backends("classical", "classical")
     assert isinstance(op, ClassicalOutpainter) and isinstance(depth, ClassicalDepthCompleter)

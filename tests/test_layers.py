@@ -127,3 +127,51 @@ def test_files_stay_small_or_say_why():
     assert not long, (
         "split these or give the one-line reason ('One file: ...') in the docstring:\n" + "\n".join(long)
     )
+
+
+def import_cycles() -> list[list[str]]:
+    """Groups of modules that import each other, directly or round a loop (Tarjan's strongly connected
+    components over every import, lazy ones included)."""
+    graph: dict[str, set[str]] = {}
+    for path in source_files():
+        deps = {dep for _, dep in project_imports(path)}
+        graph[module_name(path)] = {d for d in deps if d != module_name(path)}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    groups: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in graph:
+                continue  # a package's __init__ named as a module path, or a name imported from one
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return groups
+
+
+def test_no_two_modules_import_each_other():
+    """A cycle (even through a lazy import) means two modules are one idea, or one sits in the wrong room."""
+    cycles = import_cycles()
+    assert not cycles, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in cycles)

@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.backends.outpaint import ClassicalOutpainter, MirrorOutpainter, push_pull_fill
+from engine.backends.outpaint import push_pull_fill
+from engine.backends.outpaint_classical import ClassicalOutpainter, MirrorOutpainter
 from engine.images import luminance
 from engine.outcome import (
     LUMINANCE_RANGE,

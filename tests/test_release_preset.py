@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from engine.backends.depth_classical import ClassicalDepthCompleter
-from engine.backends.outpaint import ClassicalOutpainter
+from engine.backends.outpaint_classical import ClassicalOutpainter
 from engine.config import PRESETS, RELEASE_OPACITY, generate_config_from_cli
 from engine.pipeline import StitchPipeline
 from engine.trajectory import trajectory

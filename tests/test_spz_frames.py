@@ -131,7 +131,7 @@ def test_info_says_the_frame_and_version_is_checked(scene_ply, tmp_path):
 def test_render_and_view_read_the_spz_in_the_frame_given(scene_ply, tmp_path):
     """`stitch render/view --spz-axes rub` show a y-up .spz like the .ply it came from."""
     from engine.tools.render import render_scene_to_png
-    from viewer.saved import load_saved
+    from viewer.saved_scene import load_saved
 
     spz = tmp_path / "scene.spz"
     export_scene(scene_ply, spz, spz_axes="rub")

@@ -223,7 +223,7 @@ class _FlatDepth:
 
 
 def test_clients_connecting_and_dropping_mid_generation_do_not_change_the_scene(photo):
-    from engine.backends.outpaint import ClassicalOutpainter
+    from engine.backends.outpaint_classical import ClassicalOutpainter
     from engine.pipeline import StitchPipeline
 
     image = photo.astype(np.float32) / 255.0

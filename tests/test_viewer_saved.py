@@ -15,7 +15,8 @@ pytest.importorskip("viser")
 from engine.config import PRESETS, OptimConfig
 from splat.cameras import Camera
 from splat.errors import StitchError
-from viewer.saved import load_saved, serve_saved
+from viewer.saved import serve_saved
+from viewer.saved_scene import load_saved
 
 
 @pytest.fixture(scope="module")

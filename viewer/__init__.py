@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from viewer.saved import SavedScene, load_saved, serve_saved
+    from viewer.saved import serve_saved
+    from viewer.saved_scene import SavedScene, load_saved
     from viewer.server import LiveViewer, ViewerConfig, live_viewer_at, start_live_viewer
 
 __all__ = [
@@ -26,8 +27,8 @@ _HOMES = {
     "ViewerConfig": "viewer.server",
     "start_live_viewer": "viewer.server",
     "live_viewer_at": "viewer.server",
-    "SavedScene": "viewer.saved",
-    "load_saved": "viewer.saved",
+    "SavedScene": "viewer.saved_scene",
+    "load_saved": "viewer.saved_scene",
     "serve_saved": "viewer.saved",
 }
 

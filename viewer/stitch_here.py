@@ -105,7 +105,7 @@ class StitchHerePanel:
 
     def undo(self) -> int:
         from engine.extend.undo import undo_last
-        from viewer.saved import load_saved
+        from viewer.saved_scene import load_saved
 
         k = undo_last(self.root)
         saved = load_saved(self.root)

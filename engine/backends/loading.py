@@ -26,7 +26,7 @@ def backends_for_config(
         import engine.backends.registry  # noqa: F401
     except ImportError:  # registry not installed: only the classical defaults exist
         from engine.backends.depth_classical import ClassicalDepthCompleter
-        from engine.backends.outpaint import ClassicalOutpainter
+        from engine.backends.outpaint_classical import ClassicalOutpainter
 
         if config.outpainter != "classical" or config.depth_backend != "classical":
             raise StitchError(

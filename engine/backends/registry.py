@@ -1,7 +1,7 @@
 """Backends from command-line specs: `--outpainter` / `--depth` strings -> Outpainter / DepthCompleter.
 
 Outpainter specs:
-    classical               offline default, exemplar synthesis (engine.backends.outpaint.ClassicalOutpainter)
+    classical               offline default, exemplar synthesis (outpaint_classical.ClassicalOutpainter)
     mirror                  the earlier offline method: reflection across the seam + smooth fill
     sd2                     Stable Diffusion 2 inpainting (registry sd2-inpainting), known pixels pasted back
     sd2-avae                the same with the asymmetric VAE of the release (sharper known region)
@@ -87,7 +87,7 @@ def _local_depth_backend(path: Path) -> str:
             model_type = json.loads(cfg_file.read_text(encoding="utf-8")).get("model_type")
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise StitchError(f"{cfg_file} is not valid JSON ({exc}); re-save the model") from exc
-        from completion.network.model import MODEL_TYPE
+        from completion.network.config import MODEL_TYPE
 
         return "network" if model_type == MODEL_TYPE else "mono"
     if (path / "invisible-stitch.pt").is_file():
@@ -147,11 +147,11 @@ def _config_from(cls, base, options: dict, role: str):
 
 def load_outpainter(plan: BackendPlan, *, device=None, dtype=None, config=None, **options):
     if plan.backend == "classical":
-        from engine.backends.outpaint import ClassicalOutpainter
+        from engine.backends.outpaint_classical import ClassicalOutpainter
 
         return ClassicalOutpainter()
     if plan.backend == "mirror":
-        from engine.backends.outpaint import MirrorOutpainter
+        from engine.backends.outpaint_classical import MirrorOutpainter
 
         return MirrorOutpainter()
     from engine.backends.outpaint_diffusion import DiffusionOutpaintConfig, DiffusionOutpainter

@@ -35,8 +35,8 @@ from engine.bench.figure import save_figure
 from engine.bench.geometry_config import BenchConfig
 from engine.bench.methods import build_methods
 from engine.bench.results import BenchTable, summarise, write_outputs
-from engine.bench.scoring import plan_sequences, score_sequences
-from engine.bench.sequences import SequenceShard, apply_protocol, discover_sequences
+from engine.bench.scoring import SequenceShard, plan_sequences, score_sequences
+from engine.bench.sequences import apply_protocol, discover_sequences
 from splat.errors import StitchError
 
 

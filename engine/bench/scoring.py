@@ -18,11 +18,12 @@ import numpy as np
 
 from engine.backends.depth import DepthCompleter
 from engine.bench.geometry_config import BenchConfig
+from engine.bench.methods import build_methods
 from engine.bench.metrics import depth_metrics
 from engine.bench.pairs import default_gap, explain_default_gap, frame_step, select_pairs
 from engine.bench.partial_depth import PartialDepth, render_partial_depth
 from engine.bench.rgbd import RGBDFrame, RGBDSequence
-from engine.bench.sequences import protocol_config
+from engine.bench.sequences import BenchSequence, protocol_config
 from splat.errors import StitchError
 
 MIN_EVAL_PIXELS = 50  # pairs with fewer uncovered pixels with ground truth are skipped (nothing to score)
@@ -238,3 +239,24 @@ def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
     tmp.replace(path)
+
+
+@dataclass
+class SequenceShard:
+    """Benchmark sequences of one shard (a picklable submitit job): scores every pair, cached per pair."""
+
+    seqs: list[BenchSequence]
+    methods: list[str] | None
+    config: BenchConfig
+    out: Path
+
+    def __call__(self) -> dict:
+        completers = build_methods(self.methods, log=lambda s: None)
+        results, cases = score_sequences(self.seqs, completers, self.config, self.out, log=print)
+        return {"results": results, "figure_cases": cases}
+
+    def checkpoint(self, *args: Any, **kwargs: Any):
+        """Preempted or timed out on SLURM: requeue; scored pairs are cached and skipped."""
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(self, *args, **kwargs)

@@ -19,7 +19,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from engine.bench.hypersim import hypersim_cameras, is_hypersim_scene, load_hypersim
 from engine.bench.rgbd import RGBDSequence, detect_layout, load_rgbd_sequence, load_trajectory_log
@@ -145,27 +145,3 @@ def protocol_config(base: BenchConfig, protocol: str) -> BenchConfig:
     if protocol == "hypersim":
         return dataclasses.replace(base, min_coverage=max(base.min_coverage, 0.8))
     return base
-
-
-@dataclass
-class SequenceShard:
-    """Benchmark sequences of one shard (a picklable submitit job): scores every pair, cached per pair."""
-
-    seqs: list[BenchSequence]
-    methods: list[str] | None
-    config: Any  # BenchConfig
-    out: Path
-
-    def __call__(self) -> dict:
-        from engine.bench.methods import build_methods
-        from engine.bench.scoring import score_sequences
-
-        completers = build_methods(self.methods, log=lambda s: None)
-        results, cases = score_sequences(self.seqs, completers, self.config, self.out, log=print)
-        return {"results": results, "figure_cases": cases}
-
-    def checkpoint(self, *args: Any, **kwargs: Any):
-        """Preempted or timed out on SLURM: requeue; scored pairs are cached and skipped."""
-        from submitit.helpers import DelayedSubmission
-
-        return DelayedSubmission(self, *args, **kwargs)
