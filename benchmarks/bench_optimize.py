@@ -35,12 +35,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine.trajectory import yaw_cameras
 from splat.cameras import Camera, project_points, unproject_depth
 from splat.gaussians import Gaussians
+from splat.learning_rates import LearningRates, Schedule, make_optimizers
 from splat.losses import photometric_loss
-from splat.optimize import LearningRates, Schedule, Trainer, TrainView, make_optimizers
+from splat.optimize import Trainer
 from splat.projection import project
 from splat.regularize import Regularization
 from splat.render import render_camera
 from splat.strategy import make_strategy
+from splat.train_views import TrainView
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 HEADER = (

@@ -33,7 +33,10 @@ from engine.rundir import RunDirectory
 from splat.cameras import Camera, unproject_depth
 from splat.errors import StitchError
 from splat.gaussians import Gaussians
-from splat.optimize import LearningRates, TrainView, optimize, visible_in
+from splat.learning_rates import LearningRates
+from splat.optimize import optimize
+from splat.train_views import TrainView
+from splat.view_culling import visible_in
 
 BACKGROUND = (0.0, 0.0, 0.0)
 

@@ -6,166 +6,41 @@ With its defaults it is plain Adam on the photometric loss, as before.
 
 `Trainer` adds what refinement needs, each optional:
 - densification/pruning through a strategy with gsplat's interface (splat.strategy),
-- an exponential decay of the means' learning rate and a growing active SH degree (Schedule),
+- an exponential decay of the means' learning rate and a growing active SH degree (splat.learning_rates),
 - depth supervision and regularisers against needles and floaters (splat.regularize),
 - per-view pose refinement (splat.pose),
 - `state_dict()` / `load_state_dict()`: parameters, Adam moments, strategy statistics, pose deltas and the
   view sampler, so an interrupted refinement resumes to the same result.
-On CPU each step renders only the Gaussians that can reach the view (a conservative frustum test): the
-same image, about half the projection work on a yaw trajectory.
+On CPU each step renders only the Gaussians that can reach the view (a conservative frustum test,
+splat.view_culling): the same image, about half the projection work on a yaw trajectory.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from splat import render as splat_render  # the backend switch, looked up per call (tests replace it)
 from splat.cameras import Camera
 from splat.errors import StitchError
 from splat.gaussians import PARAM_KEYS, Gaussians, num_sh_rest
+from splat.learning_rates import LearningRates, Schedule, base_rates, make_optimizers, scene_extent
 from splat.losses import photometric_loss
 from splat.pose import PoseDeltas
 from splat.regularize import Regularization, depth_loss, gaussian_terms
 from splat.strategy import generator_state, is_mcmc, load_state_tensors, state_tensors, strategy_kind
-
-
-@dataclass
-class TrainView:
-    camera: Camera
-    image: Tensor  # [H, W, 3] float in [0, 1]
-    mask: Tensor | None = None  # [H, W] bool, pixels the loss may trust (None: all)
-    depth: Tensor | None = None  # [H, W] float metres, for depth supervision (None: none)
-
+from splat.train_views import TrainView, scaled_view
+from splat.view_culling import GaussianSubset, reaching_view
 
 # Smallest standard deviation a Gaussian may have, in pixels of the training view that sees it largest.
 # Web viewers draw thinner splats than stitch's renderer: PlayCanvas (SuperSplat) blurs by 0.075 px^2, not
 # 0.3, and drops splats drawn under 1 px; sub-pixel Gaussians that tile the image in stitch leave the
 # background showing through there (benchmarks/bench_viewer_opacity.py: 6.6 % at 0.5-0.6 px sigma).
 MIN_SIGMA_PX = 0.7
-
-
-@dataclass(frozen=True)
-class LearningRates:
-    means: float = 1.6e-4  # multiplied by the scene extent
-    scales: float = 5e-3
-    quats: float = 1e-3
-    opacities: float = 2.5e-2
-    sh0: float = 2.5e-3
-    shN: float = 1.25e-4
-    pose: float = 1e-4  # per-view se(3) deltas (radians / scene units)
-
-
-@dataclass(frozen=True)
-class Schedule:
-    means_final_ratio: float | None = None  # means lr decays exponentially to this fraction (None: constant)
-    sh_degree_interval: int | None = None  # active SH degree +1 every this many steps (None: full degree)
-
-
-def scene_extent(gaussians: Gaussians) -> float:
-    """A length scale of the scene (median distance of the means from their centroid), for position lrs."""
-    if len(gaussians) == 0:
-        return 1.0
-    means = gaussians.means.detach()
-    return float((means - means.mean(0)).norm(dim=-1).median().clamp_min(1e-3))
-
-
-def base_rates(lrs: LearningRates, extent: float) -> dict[str, float]:
-    return {
-        "means": lrs.means * extent,
-        "scales": lrs.scales,
-        "quats": lrs.quats,
-        "opacities": lrs.opacities,
-        "sh0": lrs.sh0,
-        "shN": lrs.shN,
-    }
-
-
-def make_optimizers(gaussians: Gaussians, lrs: LearningRates, extent: float) -> dict[str, torch.optim.Adam]:
-    """One Adam per parameter (gsplat strategies expect this layout)."""
-    return {
-        key: torch.optim.Adam([gaussians.params[key]], lr=lr, eps=1e-15)
-        for key, lr in base_rates(lrs, extent).items()
-    }
-
-
-def visible_in(camera: Camera, means: Tensor, margin: float = 0.1) -> Tensor:
-    """Which means [N, 3] project inside the camera's image (with a relative margin) in front of it -> [N]."""
-    w2c = torch.as_tensor(camera.world_to_camera, dtype=means.dtype, device=means.device)
-    K = torch.as_tensor(camera.K, dtype=means.dtype, device=means.device)
-    cam = means @ w2c[:3, :3].T + w2c[:3, 3]
-    z = cam[:, 2]
-    uv = (cam @ K.T)[:, :2] / z.clamp_min(1e-6)[:, None]
-    mw, mh = margin * camera.width, margin * camera.height
-    return (
-        (z > 1e-3)
-        & (uv[:, 0] > -mw)
-        & (uv[:, 0] < camera.width + mw)
-        & (uv[:, 1] > -mh)
-        & (uv[:, 1] < camera.height + mh)
-    )
-
-
-@torch.no_grad()
-def reaching_view(
-    viewmat: Tensor,  # [4, 4]
-    K: Tensor,  # [3, 3]
-    width: int,
-    height: int,
-    means: Tensor,  # [N, 3]
-    log_scales: Tensor,  # [N, 3]
-    near: float = 0.01,
-) -> Tensor:
-    """Indices [M] of the Gaussians whose 3.33-sigma footprint can touch the image (conservative: the
-    footprint bound uses the largest axis, the 0.3 px low-pass and 2 px slack)."""
-    cam = means @ viewmat[:3, :3].T + viewmat[:3, 3]
-    z = cam[:, 2]
-    zc = z.clamp_min(near)
-    f = torch.maximum(K[0, 0], K[1, 1])
-    sigma_px = torch.exp(log_scales).max(dim=-1).values * f / zc
-    reach = 3.5 * torch.sqrt(sigma_px * sigma_px + 0.3) * 1.5 + 2.0
-    u = K[0, 0] * cam[:, 0] / zc + K[0, 2]
-    v = K[1, 1] * cam[:, 1] / zc + K[1, 2]
-    ok = (z > near) & (u + reach > 0) & (u - reach < width) & (v + reach > 0) & (v - reach < height)
-    return torch.nonzero(ok).squeeze(1)
-
-
-class _Subset:
-    """The rows `ids` of a Gaussian set at SH degree `degree`, duck-typed for splat.render.render:
-    gradients flow back into the full parameters through the indexing."""
-
-    def __init__(self, gaussians: Gaussians, ids: Tensor, degree: int) -> None:
-        p = gaussians.params
-        k = num_sh_rest(degree)
-        self.params = {key: p[key][ids] for key in PARAM_KEYS if key != "shN"}
-        # Coefficients above the active degree stay out of the graph: no gradient, no Adam work for them.
-        self.params["shN"] = p["shN"][ids, :k] if k > 0 else p["shN"].detach()[ids, :0]
-        self.sh_degree = degree
-        self.device = gaussians.device
-
-    def __len__(self) -> int:
-        return int(self.params["means"].shape[0])
-
-
-def _scaled_view(view: TrainView, scale: float) -> TrainView:
-    if scale == 1.0:
-        return view
-    cam = view.camera
-    w, h = max(8, round(cam.width * scale)), max(8, round(cam.height * scale))
-    img = F.interpolate(view.image.permute(2, 0, 1)[None], size=(h, w), mode="area")[0].permute(1, 2, 0)
-    mask = None
-    if view.mask is not None:
-        mask = F.interpolate(view.mask[None, None].float(), size=(h, w), mode="area")[0, 0] > 0.999
-    depth = None
-    if view.depth is not None:  # nearest: averaging across an edge would invent depths between surfaces
-        depth = F.interpolate(view.depth[None, None].float(), size=(h, w), mode="nearest-exact")[0, 0]
-    return TrainView(cam.scaled(w, h), img, mask, depth)
 
 
 class Trainer:
@@ -212,7 +87,7 @@ class Trainer:
             gaussians = Gaussians({k: v.detach()[self._trainable_ids] for k, v in gaussians.params.items()})
             self._frozen_rows = {k: v.detach()[frozen_ids] for k, v in self._full.params.items()}
         self.gaussians = gaussians
-        self.views = [_scaled_view(v, resolution_scale) for v in views]
+        self.views = [scaled_view(v, resolution_scale) for v in views]
         self.total_steps = int(total_steps)
         self.lrs = lrs or LearningRates()
         self.ssim_weight = ssim_weight
@@ -310,7 +185,7 @@ class Trainer:
             )
             if len(ids) == 0:  # nothing reaches this view: render one (invisible) Gaussian for a loss
                 ids = torch.zeros(1, dtype=torch.long)
-            source = _Subset(g, ids, degree)
+            source = GaussianSubset(g, ids, degree)
             if self._frozen_rows is not None:
                 source = self._with_frozen(source, viewmat.detach(), K, cam, degree)
             packed = True  # meta rows are the subset's; gaussian_ids maps them back
@@ -365,7 +240,9 @@ class Trainer:
         self.step += 1
         return float(loss.detach())
 
-    def _with_frozen(self, subset: _Subset, viewmat: Tensor, K: Tensor, cam: Camera, degree: int) -> _Subset:
+    def _with_frozen(
+        self, subset: GaussianSubset, viewmat: Tensor, K: Tensor, cam: Camera, degree: int
+    ) -> GaussianSubset:
         """The trainable subset plus the frozen rows that reach this view (constants: no gradient)."""
         frozen = self._frozen_rows
         ids = reaching_view(viewmat, K, cam.width, cam.height, frozen["means"], frozen["scales"])

@@ -11,20 +11,14 @@ from engine.trajectory import yaw_cameras
 from splat.densify_ops import clone, remove, split
 from splat.errors import StitchError
 from splat.gaussians import PARAM_KEYS, Gaussians
+from splat.learning_rates import LearningRates, Schedule, make_optimizers
 from splat.losses import psnr
-from splat.optimize import (
-    LearningRates,
-    Schedule,
-    Trainer,
-    TrainView,
-    _Subset,
-    make_optimizers,
-    optimize,
-    reaching_view,
-)
+from splat.optimize import Trainer, optimize
 from splat.regularize import Regularization, scale_ratio_penalty
 from splat.render import render, render_camera
 from splat.strategy import BudgetStrategy, make_strategy
+from splat.train_views import TrainView
+from splat.view_culling import GaussianSubset, reaching_view
 
 W, H = 32, 24
 
@@ -194,7 +188,7 @@ def test_culled_render_equals_full_render():
     assert 0 < len(ids) < len(g)
     with torch.no_grad():
         full = render(g, viewmat[None], K[None], W, H).rgb
-        part = render(_Subset(g, ids, g.sh_degree), viewmat[None], K[None], W, H).rgb
+        part = render(GaussianSubset(g, ids, g.sh_degree), viewmat[None], K[None], W, H).rgb
     assert torch.allclose(full, part, atol=1e-5)
     # A view that sees none of the Gaussians still gives a finite loss (the black image against the target).
     away = TrainView(yaw_cameras([180.0], W, H)[0], torch.full((H, W, 3), 0.5))

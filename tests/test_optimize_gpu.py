@@ -9,9 +9,11 @@ import torch
 
 from engine.trajectory import yaw_cameras
 from splat.gaussians import PARAM_KEYS, Gaussians
-from splat.optimize import LearningRates, Schedule, Trainer, TrainView
+from splat.learning_rates import LearningRates, Schedule
+from splat.optimize import Trainer
 from splat.render import render_camera
 from splat.strategy import make_strategy
+from splat.train_views import TrainView
 
 pytestmark = [
     pytest.mark.gpu,

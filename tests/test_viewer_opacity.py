@@ -22,7 +22,8 @@ from engine.config import FusionConfig, GenerateConfig
 from engine.run import run_generate
 from splat.cameras import Camera, intrinsics
 from splat.gaussians import Gaussians
-from splat.optimize import MIN_SIGMA_PX, Trainer, TrainView
+from splat.optimize import MIN_SIGMA_PX, Trainer
+from splat.train_views import TrainView
 
 REPO = Path(__file__).resolve().parents[1]
 BOUND = 0.02  # the target: at most 2 % of the background shows through in PlayCanvas and mkkellogg
