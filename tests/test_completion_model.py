@@ -15,7 +15,8 @@ from completion.network.checkpoint import (
     read_original_checkpoint,
     save_original_checkpoint,
 )
-from completion.network.model import DepthCompletionModel, tiny_zoedepth_dict
+from completion.network.config import tiny_zoedepth_dict
+from completion.network.model import DepthCompletionModel
 from splat.errors import ModelUnavailableError, StitchError
 
 

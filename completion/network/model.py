@@ -20,119 +20,37 @@ None, at the input size rounded to a multiple of `size_multiple`; the output is 
 The architecture is transformers' ZoeDepthForDepthEstimation with its patch-embedding convolution widened
 from 3 to 5 input channels (early fusion, as in Invisible Stitch); the two new channels start at zero so a
 monocular checkpoint behaves exactly as before until training teaches it to use the known depth.
+Its config.json and architecture presets are in completion/network/config.py; finding a saved folder (or hub
+id) is completion/network/folder.py.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import os
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from completion.network.config import (
+    CONFIG_NAME,
+    EXTRA_CHANNELS,
+    MODEL_TYPE,
+    WEIGHTS_NAME,
+    CompletionConfig,
+    paper_zoedepth_dict,
+    tiny_zoedepth_dict,
+)
+from completion.network.folder import resolve_folder
 from splat.errors import ModelUnavailableError, StitchError
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-MODEL_TYPE = "stitch-depth-completion"
-FORMAT_VERSION = 1
-EXTRA_CHANNELS = 2  # sparse depth, mask
-
-
-@dataclass(frozen=True)
-class CompletionConfig:
-    """Everything needed to rebuild the network; stored as config.json next to the weights."""
-
-    zoedepth: dict = field(default_factory=dict)  # transformers ZoeDepthConfig.to_dict(), 5-channel backbone
-    net_size: tuple[int, int] | None = (384, 512)  # (H, W) the network runs at; None: input size, rounded
-    min_depth: float = 1e-3  # positivity floor of the output (metres)
-    max_depth: float = 10.0  # training range (targets, seed bins); the output is not capped at it
-    depth_norm: float = 10.0  # sparse depth enters as depth / (scaling * depth_norm)
-    rgb_mean: float = 0.5  # RGB normalisation (MiDaS BEiT): (rgb - mean) / std
-    rgb_std: float = 0.5
-
-    def to_json_dict(self) -> dict:
-        d = asdict(self)
-        d["net_size"] = list(self.net_size) if self.net_size is not None else None
-        return {"model_type": MODEL_TYPE, "format_version": FORMAT_VERSION, **d}
-
-    @classmethod
-    def from_json_dict(cls, d: dict) -> CompletionConfig:
-        if d.get("model_type") != MODEL_TYPE:
-            raise StitchError(
-                f"config.json has model_type {d.get('model_type')!r}, expected {MODEL_TYPE!r}; "
-                "point --depth at a folder written by DepthCompletionModel.save_pretrained"
-            )
-        keys = {f for f in cls.__dataclass_fields__}
-        kw = {k: v for k, v in d.items() if k in keys}
-        if kw.get("net_size") is not None:
-            kw["net_size"] = tuple(int(s) for s in kw["net_size"])
-        return cls(**kw)
 
 
 def _zoe_config(zoe: dict):
     from transformers import ZoeDepthConfig
 
     return ZoeDepthConfig(**copy.deepcopy(zoe))
-
-
-def tiny_zoedepth_dict(hidden: int = 32, layers: int = 4, patch: int = 8, n_bins: int = 16) -> dict:
-    """A ZoeDepth config small enough for CPU tests (BEiT backbone, relative position bias, 5 channels)."""
-    from transformers import BeitConfig, ZoeDepthConfig
-
-    backbone = BeitConfig(
-        image_size=4 * patch,
-        patch_size=patch,
-        num_channels=3 + EXTRA_CHANNELS,
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=2,
-        intermediate_size=2 * hidden,
-        use_relative_position_bias=True,
-        reshape_hidden_states=False,
-        drop_path_rate=0.0,  # MiDaS builds timm BEiT without stochastic depth
-        out_features=[f"stage{i}" for i in range(1, layers + 1)][-4:],
-    )
-    cfg = ZoeDepthConfig(
-        backbone_config=backbone,
-        neck_hidden_sizes=[hidden // 4, hidden // 2, hidden, hidden],
-        fusion_hidden_size=16,
-        bottleneck_features=16,
-        num_relative_features=8,
-        bin_embedding_dim=16,
-        num_attractors=[4, 2, 2, 1],
-        bin_configurations=[{"n_bins": n_bins, "min_depth": 1e-3, "max_depth": 10.0}],
-    )
-    return cfg.to_dict()
-
-
-def paper_zoedepth_dict() -> dict:
-    """ZoeD-N (MiDaS DPT BEiT-L-384 backbone, 64 bins, attractors [16, 8, 4, 1]) with 5 input channels."""
-    from transformers import BeitConfig, ZoeDepthConfig
-
-    backbone = BeitConfig(
-        image_size=384,
-        num_channels=3 + EXTRA_CHANNELS,
-        num_hidden_layers=24,
-        hidden_size=1024,
-        intermediate_size=4096,
-        num_attention_heads=16,
-        use_relative_position_bias=True,
-        reshape_hidden_states=False,
-        drop_path_rate=0.0,  # MiDaS builds timm BEiT without stochastic depth
-        out_features=["stage6", "stage12", "stage18", "stage24"],
-    )
-    cfg = ZoeDepthConfig(
-        backbone_config=backbone,
-        neck_hidden_sizes=[256, 512, 1024, 1024],
-        bin_centers_type="softplus",
-        bin_configurations=[{"n_bins": 64, "min_depth": 1e-3, "max_depth": 10.0}],
-    )
-    return cfg.to_dict()
 
 
 def _patch_embedding(zoe: nn.Module) -> nn.Module:
@@ -392,46 +310,3 @@ class DepthCompletionModel(nn.Module):
         from completion.network.checkpoint import load_original_checkpoint
 
         return load_original_checkpoint(cls, path_or_repo, filename, config, **hub_kw)
-
-
-def resolve_folder(
-    path_or_id: str | Path,
-    revision: str | None = None,
-    cache_dir: str | Path | None = None,
-    local_files_only: bool | None = None,
-) -> Path:
-    """A local folder holding config.json + model.safetensors, downloading from the hub when given an id."""
-    p = Path(path_or_id).expanduser()
-    if p.is_dir():
-        for name in (CONFIG_NAME, WEIGHTS_NAME):
-            if not (p / name).is_file():
-                raise ModelUnavailableError(
-                    f"{p} has no {name}; give a folder written by DepthCompletionModel.save_pretrained"
-                )
-        return p
-    if p.exists() or str(path_or_id).startswith((".", "/", "~")) or str(path_or_id).count("/") > 1:
-        raise ModelUnavailableError(
-            f"completion model {path_or_id} is not a folder with {CONFIG_NAME} + {WEIGHTS_NAME}; check it"
-        )
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-    if local_files_only is None:  # read HF_HUB_OFFLINE now (huggingface_hub reads it once, at import)
-        local_files_only = os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
-    try:
-        files = [
-            hf_hub_download(
-                str(path_or_id),
-                name,
-                revision=revision,
-                cache_dir=cache_dir,
-                local_files_only=bool(local_files_only),
-            )
-            for name in (CONFIG_NAME, WEIGHTS_NAME)
-        ]
-    except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as exc:
-        raise ModelUnavailableError(
-            f"completion model {path_or_id!r} is not available offline ({exc.__class__.__name__}); "
-            f"run `stitch models download {path_or_id}` on a connected machine or pass a local folder"
-        ) from exc
-    return Path(files[0]).parent

@@ -98,7 +98,8 @@ class NetworkDepthCompleter:
 
         The architecture is ZoeD-N (BEiT-L-384) unless `model_config` or a stitch `config.json` beside it
         says otherwise (original-naming checkpoints of other sizes: fine-tunes, test models)."""
-        from completion.network.model import MODEL_TYPE, CompletionConfig, DepthCompletionModel
+        from completion.network.config import MODEL_TYPE, CompletionConfig
+        from completion.network.model import DepthCompletionModel
 
         info = (
             checkpoint
