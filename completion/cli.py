@@ -209,7 +209,7 @@ def masks(
 @train_app.command()
 def fit(
     config: Path = typer.Argument(
-        ..., help="Training config JSON (see completion/training/train.py TrainConfig)."
+        ..., help="Training config JSON (see completion/training/config.py TrainConfig)."
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in out_dir."),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Override the config's step budget."),
@@ -237,7 +237,7 @@ def fit(
 ) -> None:
     """Train (one process; several: torchrun -m completion.training.train CONFIG; a SLURM cluster:
     --slurm-partition P --nodes N --gpus-per-node G, through submitit, requeued on preemption)."""
-    from completion.training.train import config_to_dict, load_config
+    from completion.training.config import config_to_dict, load_config
 
     cfg = load_config(config)
     changes: dict = {}

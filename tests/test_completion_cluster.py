@@ -18,10 +18,12 @@ from typer.testing import CliRunner
 pytest.importorskip("submitit")
 pytest.importorskip("transformers")
 
+from completion.training.build import build_model
 from completion.training.cluster import ClusterOptions, TrainJob, render_sbatch, submit_training
+from completion.training.config import config_from_dict
 from completion.training.depth_io import write_depth, write_mask
 from completion.training.masks import stroke_mask
-from completion.training.train import build_model, config_from_dict, fit
+from completion.training.train import fit
 
 
 def _data(root: Path, n: int = 4) -> dict:

@@ -15,9 +15,11 @@ import torch
 
 pytest.importorskip("transformers")
 
+from completion.training.build import build_model
+from completion.training.config import config_from_dict
 from completion.training.depth_io import write_depth, write_mask
 from completion.training.masks import stroke_mask
-from completion.training.train import build_model, config_from_dict, fit
+from completion.training.train import fit
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -16,12 +16,15 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("h5py")
 
+from completion.training.build import build_model
+from completion.training.config import config_from_dict
 from completion.training.data import CompletionDataset, DataConfig
 from completion.training.depth_io import read_depth
+from completion.training.log import read_log
 from completion.training.masks import MaskJob, WarpConfig, run_masks
 from completion.training.sources import SourceSpec, list_items
 from completion.training.teacher import TeacherJob, run_teacher
-from completion.training.train import build_model, config_from_dict, fit, read_log
+from completion.training.train import fit
 from splat.errors import StitchError
 
 H, W = 40, 56  # a tiny "640x480" frame
@@ -177,7 +180,7 @@ def _tiny_zoedepth(folder: Path) -> Path:
     from transformers import ZoeDepthConfig, ZoeDepthForDepthEstimation
     from transformers.models.zoedepth.image_processing_pil_zoedepth import ZoeDepthImageProcessorPil
 
-    from completion.network.model import tiny_zoedepth_dict
+    from completion.network.config import tiny_zoedepth_dict
 
     d = tiny_zoedepth_dict()
     d["backbone_config"]["num_channels"] = 3

@@ -10,11 +10,12 @@ import torch
 pytest.importorskip("transformers")
 
 from completion.network.model import DepthCompletionModel
+from completion.training.build import build_optimizer, slow_parameters
+from completion.training.config import config_from_dict, effective_config
 from completion.training.data import CompletionDataset
 from completion.training.depth_io import write_depth, write_mask
 from completion.training.losses import completion_loss
 from completion.training.masks import WarpConfig, warped_hole_mask
-from completion.training.train import build_optimizer, config_from_dict, effective_config, slow_parameters
 
 
 def _batch(seed: int = 0) -> tuple[torch.Tensor, dict]:

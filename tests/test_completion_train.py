@@ -14,11 +14,14 @@ from typer.testing import CliRunner
 pytest.importorskip("transformers")
 
 from completion.network.model import DepthCompletionModel
+from completion.training.build import build_model
+from completion.training.config import config_from_dict
 from completion.training.data import CompletionDataset
+from completion.training.log import read_log
 from completion.training.losses import completion_loss
 from completion.training.masks import MaskJob, WarpConfig, run_masks
 from completion.training.teacher import TeacherJob, run_teacher
-from completion.training.train import build_model, config_from_dict, fit, read_log
+from completion.training.train import fit
 
 STEPS = 6
 
@@ -137,7 +140,7 @@ def test_trained_model_loads_through_generate_depth_path(run):
 
 def test_resume_refuses_a_trainer_state_with_pickled_code(tmp_path):
     """A trainer.pt carrying pickled code is refused with one clear error; the code never runs."""
-    from completion.training.train import load_checkpoint
+    from completion.training.checkpoints import load_checkpoint
     from splat.errors import StitchError
 
     marker = tmp_path / "ran"

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 import engine.device as device_mod
-from completion.training.train import DistInfo, TrainConfig, _amp_dtype, _process_device, config_from_dict
+from completion.training.build import resolve_amp_dtype
+from completion.training.config import TrainConfig, config_from_dict
+from completion.training.distributed import DistInfo, process_device
 from engine.backends.models import ResolvedModel, model_load_errors
 from engine.device import check_gsplat, dtype_kwargs, resolve_device
 from splat.errors import StitchError
@@ -25,9 +27,9 @@ def test_explicit_cuda_index_is_kept(two_gpus):
     with pytest.raises(StitchError, match="has 2 CUDA device"):
         resolve_device("cuda:2")
     # Training in one process keeps cuda:1; under torchrun each rank takes its local GPU.
-    assert _process_device(torch.device("cuda", 1), DistInfo()) == torch.device("cuda", 1)
-    assert _process_device(torch.device("cuda", 1), DistInfo(1, 2, 1)) == torch.device("cuda", 1)
-    assert _process_device(torch.device("cuda", 0), DistInfo(1, 2, 1)) == torch.device("cuda", 1)
+    assert process_device(torch.device("cuda", 1), DistInfo()) == torch.device("cuda", 1)
+    assert process_device(torch.device("cuda", 1), DistInfo(1, 2, 1)) == torch.device("cuda", 1)
+    assert process_device(torch.device("cuda", 0), DistInfo(1, 2, 1)) == torch.device("cuda", 1)
 
 
 def test_auto_honours_stitch_device_and_bad_names_are_one_line(monkeypatch, two_gpus):
@@ -80,10 +82,10 @@ def test_auto_amp_uses_native_bf16_only(monkeypatch):
         return including_emulation
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", bf16)
-    assert _amp_dtype(cfg, cuda) == torch.float16
+    assert resolve_amp_dtype(cfg, cuda) == torch.float16
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # A100
-    assert _amp_dtype(cfg, cuda) == torch.bfloat16
-    assert _amp_dtype(cfg, torch.device("cpu")) is None
+    assert resolve_amp_dtype(cfg, cuda) == torch.bfloat16
+    assert resolve_amp_dtype(cfg, torch.device("cpu")) is None
 
 
 def test_amp_value_is_validated():

@@ -262,7 +262,7 @@ def test_project_loaders_refuse_pickled_code(matrix, tmp_path):
         read_original_checkpoint(matrix.root / "models" / "pt" / "evil.pt")
 
     from completion.network.model import DepthCompletionModel
-    from completion.training.train import load_checkpoint
+    from completion.training.checkpoints import load_checkpoint
 
     model = DepthCompletionModel.tiny()
     ckpt = tmp_path / "step_1"

@@ -155,7 +155,8 @@ class TrainJob:
     def __call__(self) -> dict:
         import submitit
 
-        from completion.training.train import config_from_dict, fit
+        from completion.training.config import config_from_dict
+        from completion.training.train import fit
 
         env = submitit.JobEnvironment()
         if env.num_tasks > 1:
@@ -179,7 +180,7 @@ class TrainJob:
 
 def submit_training(raw_config: dict, opts: ClusterOptions, resume: bool | str = "auto"):
     """Submit one training job -> the submitit job (result() blocks until it ends)."""
-    from completion.training.train import config_from_dict
+    from completion.training.config import config_from_dict
 
     raw = absolute_config(raw_config)
     config_from_dict(raw)  # refuse a bad config here, not on the cluster

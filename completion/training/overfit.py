@@ -33,10 +33,11 @@ def overfit_frame(
     seed: int = 0,
 ) -> dict:
     from completion.network.model import DepthCompletionModel
+    from completion.training.config import config_from_dict
     from completion.training.depth_io import read_rgb, write_depth, write_mask
     from completion.training.evaluate import predict_depth
     from completion.training.masks import WarpConfig, item_rng, warped_hole_mask
-    from completion.training.train import config_from_dict, fit
+    from completion.training.train import fit
     from engine.backends.depth_classical import ClassicalDepthCompleter, NearestFillCompleter
     from engine.bench.rgbd import load_rgbd_sequence
 
