@@ -29,9 +29,11 @@ from engine.tools.refine_inputs import load_run, references, train_views
 from splat import render as splat_render
 from splat.errors import StitchError
 from splat.gaussians import Gaussians
-from splat.optimize import LearningRates, Schedule, Trainer, TrainView
+from splat.learning_rates import LearningRates, Schedule
+from splat.optimize import Trainer
 from splat.regularize import Regularization
 from splat.strategy import make_strategy, strategy_counts
+from splat.train_views import TrainView
 
 REFINE_VERSION = 1
 TRUST_MODES = ("new", "all")

@@ -12,7 +12,7 @@ from engine.rundir import RunDirectory
 from engine.tools.quality_report import Reference, held_out_references
 from splat.cameras import Camera
 from splat.errors import StitchError
-from splat.optimize import TrainView
+from splat.train_views import TrainView
 
 
 @dataclass
