@@ -1,2 +1,3 @@
-"""Backends the loop calls: outpainters (`outpaint*`), depth completers (`depth*`), text-to-image, the model
-registry (`models`) and the name -> backend table (`registry`)."""
+"""Backends the loop calls: outpainters (`outpaint*`), depth completers (`depth*`), text-to-image, the name ->
+backend table (`registry`, `loading`), and the model registry (`model_registry`: what each model is;
+`models`: finding, checking and downloading its weights on this machine)."""
