@@ -109,6 +109,30 @@ def test_covered_mask_matches_analytic_coverage_of_a_plane(renderer):
     np.testing.assert_allclose(part.known_depth[part.covered], 4.0, rtol=2e-3)
 
 
+def test_known_depth_is_what_generation_would_see_for_the_same_geometry():
+    """The benchmark scores a method on the pixels generation would hand it: frame i seeded by the pipeline's
+    own seeding (StitchPipeline._seed_gaussians, FusionConfig) and rendered into frame j gives the same
+    covered pixels and known depth as render_partial_depth."""
+    from engine.config import FusionConfig, OptimConfig
+    from engine.fusion import coverage_masks
+    from engine.pipeline import StitchPipeline, ViewRecord
+    from splat.render import render_camera
+
+    src = _frame(_camera())
+    dst = _frame(_camera(position=(0.5, 0.0, 0.0), yaw=-5.0))
+    part = render_partial_depth(src, dst)
+    fusion = FusionConfig()
+    pipeline = StitchPipeline(None, None, fusion, OptimConfig(), sh_degree=0)
+    record = ViewRecord(src.camera, src.image, src.depth, new_mask=src.valid)
+    out = render_camera(pipeline._seed_gaussians(record), dst.camera)
+    alpha = out.alpha[0, ..., 0].detach().numpy()
+    covered, _ = coverage_masks(alpha, fusion.erode_px, fusion.dilate_px, fusion.coverage_threshold)
+    assert 0.3 < part.covered.mean() < 0.95  # a real partial view: some covered, some new
+    np.testing.assert_array_equal(part.covered, covered)
+    depth = out.depth[0, ..., 0].detach().numpy()
+    np.testing.assert_allclose(part.known_depth[covered], depth[covered], rtol=1e-5)
+
+
 def test_disocclusion_behind_a_patch_is_uncovered():
     src = _frame(_camera())
     dst = _frame(_camera(position=(0.5, 0.0, 0.0)))

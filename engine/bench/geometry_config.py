@@ -6,7 +6,12 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-BENCH_VERSION = 1  # bump when the protocol changes: cached per-pair results of other versions are recomputed
+from engine.config import FusionConfig
+
+_SEEDING = FusionConfig()
+# Bump when the protocol changes: cached per-pair results of other versions are recomputed.
+# 2: frame i seeded with the pipeline's FusionConfig (scale 0.7, mean rule), was a fixed scale of 0.5.
+BENCH_VERSION = 2
 
 
 @dataclass
@@ -20,9 +25,11 @@ class BenchConfig:
     max_pairs: int | None = None
     seed: int = 0
     band_px: float = 10.0
-    erode_px: int = 2
-    scale_factor: float = 0.5  # Gaussian size and opacity as the pipeline seeds them (engine.config)
-    opacity: float = 0.95
+    # Frame i's geometry is seeded and its coverage eroded exactly as the pipeline seeds a view's new pixels.
+    erode_px: int = _SEEDING.erode_px
+    scale_factor: float = _SEEDING.scale_factor
+    scale_rule: str = _SEEDING.scale_rule
+    opacity: float = _SEEDING.first_opacity
     renderer: str = "auto"
     figure: bool = True
     protocol: str = "default"  # engine.bench.sequences.PROTOCOLS
@@ -30,5 +37,6 @@ class BenchConfig:
     def protocol_key(self) -> str:
         """What a cached per-pair result depends on (method settings are added per method)."""
         d = {"v": BENCH_VERSION, "band": self.band_px, "erode": self.erode_px, "scale": self.scale_factor,
-             "opacity": self.opacity, "min_coverage": self.min_coverage}  # fmt: skip
+             "scale_rule": self.scale_rule, "opacity": self.opacity,
+             "min_coverage": self.min_coverage}  # fmt: skip
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]

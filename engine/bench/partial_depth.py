@@ -1,8 +1,8 @@
 """What a benchmark method is given: frame i's ground-truth geometry rendered into frame j (known depth).
 
-Seeded as the pipeline seeds new pixels (Gaussians.from_points, scale factor 0.5, opacity 0.95, colour from
-frame i) and rendered with the project's renderer; covered = alpha > 0.5 eroded by a disk of radius 2, as
-the pipeline does (engine.fusion.coverage_masks).
+Seeded as the pipeline seeds new pixels (Gaussians.from_points with FusionConfig's scale factor, scale rule
+and opacity, colour from frame i) and rendered with the project's renderer; covered = alpha > 0.5 eroded by
+a disk of radius 2, as the pipeline does (engine.fusion.coverage_masks).
 """
 
 from __future__ import annotations
@@ -14,8 +14,11 @@ import numpy as np
 from scipy import ndimage
 
 from engine.bench.rgbd import RGBDFrame
+from engine.config import FusionConfig
 from engine.fusion import coverage_masks
 from splat.errors import StitchError
+
+_SEEDING = FusionConfig()  # how generation seeds a view's new pixels: the benchmark's known depth follows it
 
 
 @dataclass
@@ -29,10 +32,11 @@ class PartialDepth:
 def render_partial_depth(
     src: RGBDFrame,
     dst: RGBDFrame,
-    scale_factor: float = 0.5,
-    opacity: float = 0.95,
-    erode_px: int = 2,
-    threshold: float = 0.5,
+    scale_factor: float = _SEEDING.scale_factor,
+    opacity: float = _SEEDING.first_opacity,
+    erode_px: int = _SEEDING.erode_px,
+    threshold: float = _SEEDING.coverage_threshold,
+    scale_rule: str = _SEEDING.scale_rule,
     renderer: str = "auto",
 ) -> PartialDepth:
     """Render frame `src`'s ground-truth geometry into `dst`'s camera -> known depth on the covered pixels.
@@ -57,7 +61,12 @@ def render_partial_depth(
 
         points = unproject_depth(src.camera, src.depth, valid)  # [M, 3]
         gaussians = Gaussians.from_points(
-            points, src.image[valid], sh_degree=0, opacity=opacity, scale_factor=scale_factor
+            points,
+            src.image[valid],
+            sh_degree=0,
+            opacity=opacity,
+            scale_factor=scale_factor,
+            scale_rule=scale_rule,
         )
         with torch.no_grad():
             out = render_camera(gaussians, cam)

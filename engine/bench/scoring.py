@@ -55,7 +55,13 @@ def _cached_partial(
         except (OSError, ValueError, KeyError):
             pass  # a truncated cache file from an interrupted run: render again
     part = render_partial_depth(
-        src, dst, config.scale_factor, config.opacity, erode_px=config.erode_px, renderer=config.renderer
+        src,
+        dst,
+        config.scale_factor,
+        config.opacity,
+        erode_px=config.erode_px,
+        renderer=config.renderer,
+        scale_rule=config.scale_rule,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
