@@ -213,6 +213,53 @@ def test_pressing_stitch_here_in_the_browser_fills_the_view_and_undo_restores(fi
         viewer.stop()
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(find_chromium() is None, reason="chromium not installed (apt-get install chromium)")
+def test_a_second_browser_sees_the_view_the_first_one_stitched(finished, tmp_path):
+    """Two people on one run: B looks where A is about to stitch; after A presses Stitch here, B's view fills
+    in and B's panel says so, without B doing anything (one scene state, sent to every client)."""
+    run = copy_of(finished, tmp_path / "run")
+    state = read_run(run)
+    width, height = state.size
+    camera = cameras_from_options(state, yaw=60.0)[0]
+    viewer = serve_saved(run, port=0, block=False)
+    browsers: list[HeadlessChromium] = []
+    try:
+        assert viewer.wait_idle(60)
+        viewer.set_cameras_visible(False)
+        clients = {}
+        for name in ("a", "b"):
+            known = set(viewer.server.get_clients())
+            browsers.append(HeadlessChromium(viewer.url, 1024, 640))
+            wait_for(lambda k=known: set(viewer.server.get_clients()) - k, 30, f"browser {name} to connect")
+            (new_id,) = set(viewer.server.get_clients()) - known
+            clients[name] = viewer.server.get_clients()[new_id]
+            settled(browsers[-1], 0.1)
+        a, b = browsers
+        look_through(viewer, clients["a"], camera, width, height)
+        look_through(viewer, clients["b"], camera, width, height)
+        before_b = settled(b)
+        assert drawn_fraction(before_b) < 0.6  # B sees the hole too
+        splats_before = viewer.scene.total_splats
+
+        wait_for(lambda: a.evaluate(CLICK % "Stitch here"), 30, "the Stitch here button in browser A")
+        panel = viewer.stitch_here
+        wait_for(lambda: len(read_run(run).cameras) == 4 and not panel.busy, 300, "the view to be stitched")
+        assert panel.last_error is None, panel.last_error
+        assert viewer.wait_idle(60)
+        after_b = settled(b)
+        Image.fromarray(np.concatenate([before_b, after_b], 1)).save(tmp_path / "browser_b.png")
+        assert viewer.scene.total_splats > splats_before
+        assert drawn_fraction(after_b) > 0.95, (
+            f"browser B still shows the hole (see {tmp_path / 'browser_b.png'})"
+        )
+        assert "Added view 4" in b.evaluate("document.body.innerText")  # B's panel follows A's press
+    finally:
+        for browser in browsers:
+            browser.close()
+        viewer.stop()
+
+
 def test_generate_view_offers_stitch_here_once_the_run_is_finished(finished, tmp_path):
     """`generate --view` passes its run directory: while the run is generating a press is refused clearly."""
     from viewer import start_live_viewer
