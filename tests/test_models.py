@@ -29,6 +29,11 @@ def fake_cache_entry(cache: Path, repo_id: str, files: dict[str, str], commit: s
 def _no_env(monkeypatch):
     for var in ("STITCH_MODEL_PATH", "STITCH_MIRROR_SD2_INPAINTING", "HF_HUB_OFFLINE"):
         monkeypatch.delenv(var, raising=False)
+    # huggingface_hub read HF_HUB_OFFLINE once, at its import: a test that imported it offline (the models
+    # CLI tests) would otherwise leave this process "offline" whatever the order the tests run in.
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
 
 
 def test_registry_entries_are_complete_and_sd2_points_at_the_mirror():
