@@ -252,7 +252,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         super().__init__(*args, directory=str(HARNESS), **kwargs)
 
     def translate_path(self, path: str) -> str:
-        if path.split("?")[0] == "/scene.ply":
+        if path.split("?")[0] == "/scene" + self._scene.suffix.lower():
             return str(self._scene)
         return super().translate_path(path)
 
@@ -281,9 +281,14 @@ def _grab(browser: HeadlessChromium, width: int, height: int) -> np.ndarray:
 
 
 def viewer_renders(ply: Path, camera: Camera, viewer: str, timeout: float = 180.0) -> dict[str, np.ndarray]:
-    """The scene in `viewer` on black and on white, uint8 [H, W, 3] each, once its sort has settled."""
+    """The scene in `viewer` on black and on white, uint8 [H, W, 3] each, once its sort has settled.
+    `ply` may also be a .splat or .spz file (mkkellogg reads all three; PlayCanvas is given .ply only)."""
     if viewer not in VIEWERS:
         raise ValueError(f"viewer must be one of {VIEWERS}")
+    fmt = ply.suffix.lower().lstrip(".")
+    if fmt not in ("ply", "splat", "spz") or (viewer == "playcanvas" and fmt != "ply"):
+        shown = ".ply" if viewer == "playcanvas" else ".ply, .splat or .spz"
+        raise ValueError(f"{viewer} is shown {shown} files here, not {ply.name}")
     K = camera.K
     if abs(K[0, 2] - camera.width / 2) > 1e-6 or abs(K[1, 2] - camera.height / 2) > 1e-6:
         raise ValueError("the web viewers take a centred principal point only")
@@ -291,7 +296,7 @@ def viewer_renders(ply: Path, camera: Camera, viewer: str, timeout: float = 180.
         raise ValueError("this harness places the viewers' camera at the identity pose (the photo camera)")
     w, h = camera.width, camera.height
     with _serve(ply.resolve()) as base:
-        url = (f"{base}/index.html?viewer={viewer}&ply=/scene.ply&w={w}&h={h}"
+        url = (f"{base}/index.html?viewer={viewer}&ply=/scene.{fmt}&format={fmt}&w={w}&h={h}"
                f"&fx={K[0, 0]}&fy={K[1, 1]}&cx={K[0, 2]}&cy={K[1, 2]}")  # fmt: skip
         with HeadlessChromium("about:blank", w, h, timeout=60.0, extra_flags=SWIFTSHADER_WEBGL) as browser:
             browser.call("Emulation.setDeviceMetricsOverride", width=w, height=h, deviceScaleFactor=1,

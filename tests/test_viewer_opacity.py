@@ -153,3 +153,25 @@ def test_generated_scene_is_opaque_in_real_web_viewers(kyoto, tmp_path):
         assert rows[viewer]["show_through"] <= BOUND, {k: r["show_through"] for k, r in rows.items()}
         assert abs(rows[viewer]["proxy"] - rows[viewer]["show_through"]) < 0.01
         assert rows[viewer]["psnr_vs_stitch"] > 22.0  # the same picture: camera conventions match
+
+
+@pytest.mark.slow
+def test_splat_and_spz_exports_look_like_the_ply_in_a_web_viewer(kyoto, tmp_path):
+    """antimatter15's .splat and Niantic's .spz as written by `generate --splat --spz`, opened in
+    @mkkellogg/gaussian-splats-3d (which reads all three formats): the same picture as the .ply there, and
+    as stitch's own render (the conversions keep positions, sizes, colours and axes)."""
+    if not bench.harness_ready():
+        pytest.skip("needs chromium and `npm install` in benchmarks/viewer_opacity")
+    ply = tmp_path / "scene.ply"
+    config = GenerateConfig(photo=kyoto, mode="stage", max_side=96)
+    run_generate(config, output=ply, export_splat=True, export_spz=True, quiet=True)
+    camera = bench.photo_camera(ply)
+    shown = {
+        s: bench.viewer_renders(ply.with_suffix(s), camera, "mkkellogg")["black"]
+        for s in (".ply", ".splat", ".spz")
+    }
+    own = bench.stitch_renders(ply, camera)["black"]
+    for suffix in (".splat", ".spz"):
+        assert bench.psnr(shown[suffix], shown[".ply"]) > 35.0, suffix  # measured 41.0 / 45.1 dB
+        assert bench.psnr(shown[suffix], own) > 22.0, suffix
+    assert shown[".splat"].mean() > 40  # a picture, not an empty black canvas

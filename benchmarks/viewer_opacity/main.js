@@ -5,7 +5,8 @@
 // so that a driver can screenshot the page on black and on white.
 const q = new URLSearchParams(location.search);
 const viewer = q.get('viewer');
-const ply = q.get('ply');
+const ply = q.get('ply'); // the scene's URL: a .ply, or for mkkellogg also a .splat or .spz (`format`)
+const format = q.get('format') || 'ply';
 const W = parseInt(q.get('w'), 10);
 const H = parseInt(q.get('h'), 10);
 const fy = parseFloat(q.get('fy'));
@@ -70,7 +71,8 @@ async function mkkellogg() {
     logLevel: GS.LogLevel.None,
   });
   scene.add(splats);
-  await splats.addSplatScene(ply, { format: GS.SceneFormat.Ply, showLoadingUI: false, progressiveLoad: false });
+  const sceneFormat = { ply: GS.SceneFormat.Ply, splat: GS.SceneFormat.Splat, spz: GS.SceneFormat.Spz }[format];
+  await splats.addSplatScene(ply, { format: sceneFormat, showLoadingUI: false, progressiveLoad: false });
   let running = true;
   const loop = () => {
     if (!running) return;
