@@ -228,12 +228,13 @@ def _score_real_pair(folder: str, frame_i: str, frame_j: str) -> dict[str, dict[
 
 
 def test_measured_ordering_on_a_real_redkitchen_pair():
-    """Measured on all 20 gap-5 redkitchen pairs: classical and nearest tie in MAE (0.0567 vs 0.0569 m, each
-    wins about half the pairs) while classical has the lower RMSE on 18 of 20 (fewer gross errors), and
-    interpolation is worse than both on every pair. This pair shows the same ordering."""
+    """Measured on all 20 gap-5 redkitchen pairs (benchmark protocol 2: frame i seeded as generation seeds a
+    view): classical and nearest are close in MAE (0.0544 vs 0.0561 m, classical wins 11 of 20 pairs) while
+    classical has the lower RMSE on 19 of 20 (fewer gross errors), and interpolation is worse than both on
+    every pair. This pair shows the same ordering (MAE 0.081 vs 0.086 m, RMSE 0.201 vs 0.232)."""
     s = _score_real_pair("redkitchen_dev", "frame-000036", "frame-000046")
     assert s["classical"]["rmse"] < 0.95 * s["nearest"]["rmse"], s
-    assert abs(s["classical"]["mae"] - s["nearest"]["mae"]) < 0.05 * s["nearest"]["mae"], s
+    assert s["classical"]["mae"] < 1.05 * s["nearest"]["mae"], s  # never clearly worse than the simple fill
     assert s["classical"]["mae"] < 0.8 * s["interpolation"]["mae"], s
 
 
