@@ -9,6 +9,15 @@ import threading
 from engine.events import PipelineEvent
 
 
+def _ctrl_c_can_reach_us() -> bool:
+    """Only the main thread can handle signals, and a SIGINT ignored by the parent (nohup, `&`) stays
+    ignored: there neither helper below installs a handler."""
+    return (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+    )
+
+
 @contextlib.contextmanager
 def interrupts_that_stick():
     """Ctrl-C raises KeyboardInterrupt as usual and is also remembered; the callback this yields raises it
@@ -22,12 +31,7 @@ def interrupts_that_stick():
         if caught:
             raise KeyboardInterrupt
 
-    # Outside the main thread signals cannot be handled; a SIGINT ignored by the parent (nohup, `&`)
-    # stays ignored.
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-    ):
+    if not _ctrl_c_can_reach_us():
         yield check
         return
 
@@ -46,10 +50,7 @@ def wait_for_interrupt() -> None:
     """Block until Ctrl-C (a viewer left open). The handler sets an event as well as raising: a
     KeyboardInterrupt that lands in a finaliser is dropped by Python, and the wait would never end."""
     stop = threading.Event()
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-    ):
+    if not _ctrl_c_can_reach_us():
         stop.wait()  # no Ctrl-C can arrive here; the process ends by other signals
         return
 

@@ -13,8 +13,8 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
     try:
         cli.main()
         code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 0
+    except SystemExit as exc:  # the status the interpreter would exit with: None -> 0, a message -> 1
+        code = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
     finally:
         sys.argv = old
     out = capsys.readouterr()

@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cli_in_process import run_cli
 from reliability_harness import CLI, REPO, save_photo
 
 LONG = os.environ.get("STITCH_RELIABILITY_LONG") == "1"
@@ -166,19 +167,8 @@ class _MeteredFile:
 
 def cli_in_process(args: list[str], capsys) -> tuple[int, list[str]]:
     """`stitch ARGS` through cli.main in this process -> (exit code, stderr lines)."""
-    import cli
-
-    capsys.readouterr()
-    saved = sys.argv
-    sys.argv = ["stitch", *args]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = saved
-    err = capsys.readouterr().err
+    capsys.readouterr()  # only this command's output
+    code, _, err = run_cli(args, capsys)
     return code, [line for line in err.splitlines() if line.strip()]
 
 
